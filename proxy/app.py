@@ -1,0 +1,112 @@
+"""``create_app(settings)``: the proxy's wiring, and nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from aiohttp_session import session_middleware
+
+from . import auth
+from .config import Settings
+from .forward import forward
+from .guards import add_cors_headers, origin_guard
+from .http_errors import error_middleware
+from .keys import FERNET, HTTP, OAUTH, REFRESHER, SETTINGS, STORAGE
+from .oauth import ZoomOAuth
+from .pages import signed_in_page, signed_out_page
+from .refresh import Refresher
+from .session import ChunkedCookieStorage, load_session_data, make_fernet
+
+#: Connections kept to Zoom; the pool is shared by every user and request.
+UPSTREAM_CONNECTIONS = 256
+_READY = web.AppKey("ready", dict[str, bool])
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The proxy as an aiohttp application; the upstream client opens on startup."""
+    fernet = make_fernet(key.value for key in settings.session.secret_keys)
+    storage = ChunkedCookieStorage(
+        fernet,
+        cookie_name=settings.session.cookie_name,
+        max_age=settings.session.max_age,
+        secure=settings.session.cookie_secure,
+        samesite=settings.session.cookie_samesite,
+    )
+    app = web.Application(
+        middlewares=[error_middleware, origin_guard, session_middleware(storage)],
+    )
+    app[SETTINGS] = settings
+    app[FERNET] = fernet
+    app[STORAGE] = storage
+    app[_READY] = {"ready": False}
+    app.cleanup_ctx.append(_zoom_client)
+    app.on_response_prepare.append(add_cors_headers)
+    app.router.add_get("/", index)
+    app.router.add_get("/auth/login", auth.login)
+    app.router.add_get("/auth/callback", auth.callback)
+    app.router.add_post("/auth/logout", auth.logout)
+    app.router.add_get("/auth/me", auth.me)
+    app.router.add_get("/auth/cookiejar", auth.cookiejar)
+    app.router.add_route("*", "/api/{tail:.*}", forward)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def _zoom_client(app: web.Application) -> AsyncIterator[None]:
+    """One pooled keep-alive client to Zoom for the whole process."""
+    settings = app[SETTINGS]
+    http = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=UPSTREAM_CONNECTIONS, ttl_dns_cache=300),
+        timeout=aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=settings.upstream.connect_timeout,
+            sock_read=settings.upstream.timeout,
+        ),
+        # Bodies pass through compressed, exactly as Zoom sent them.
+        auto_decompress=False,
+        # Zoom's cookies must never be stored, let alone sent on another user's behalf.
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+    )
+    zoom = settings.zoom
+    oauth = ZoomOAuth(
+        http=http,
+        client_id=zoom.client_id,
+        client_secret=zoom.client_secret.value,
+        authorize_url=zoom.authorize_url,
+        token_url=zoom.token_url,
+        revoke_url=zoom.revoke_url,
+        api_base_url=zoom.api_base_url,
+        redirect_uri=settings.redirect_uri,
+        scopes=zoom.scopes,
+    )
+    refresher = Refresher(
+        oauth.refresh,
+        margin=settings.refresh.margin,
+        rotation_grace=settings.refresh.rotation_grace,
+    )
+    app[HTTP], app[OAUTH], app[REFRESHER] = http, oauth, refresher
+    app[_READY]["ready"] = True
+    yield
+    app[_READY]["ready"] = False
+    await refresher.close()
+    await http.close()
+
+
+async def index(request: web.Request) -> web.Response:
+    session = await load_session_data(request)
+    public_url = request.app[SETTINGS].public_url
+    html = signed_out_page() if session is None else signed_in_page(session, public_url=public_url)
+    return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ready = request.app[_READY]["ready"]
+    return web.json_response({"ready": ready}, status=200 if ready else 503)

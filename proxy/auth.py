@@ -1,0 +1,213 @@
+"""``/auth/*``: signing in with Zoom, signing out, and telling a client who it is."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from aiohttp_session import get_session
+from cryptography.fernet import InvalidToken
+
+from .access import may_sign_in
+from .errors import AccessDenied, BadRequest, LoginStateInvalid, ProxyError, Unauthenticated
+from .guards import is_cross_origin
+from .http_errors import is_browser_navigation, render_error
+from .keys import FERNET, OAUTH, SETTINGS, STORAGE
+from .oauth import random_token
+from .pages import message_page
+from .security import safe_next
+from .session import SessionData, load_session_data, start_session
+
+log = logging.getLogger(__name__)
+
+#: The login-state cookie lives long enough to sign in at Zoom, and no longer.
+LOGIN_STATE_MAX_AGE = 600
+_LOGIN_PATH = "/auth/"
+
+
+@dataclass(frozen=True, slots=True)
+class LoginState:
+    """What binds a callback to the browser that started sign-in."""
+
+    state: str
+    verifier: str
+    next: str
+
+
+def _login_cookie_name(request: web.Request) -> str:
+    return f"{request.app[SETTINGS].session.cookie_name}_login"
+
+
+def _set_login_cookie(request: web.Request, response: web.StreamResponse, value: str) -> None:
+    session = request.app[SETTINGS].session
+    name = _login_cookie_name(request)
+    params = {
+        "path": _LOGIN_PATH,
+        "secure": session.cookie_secure,
+        "httponly": True,
+        "samesite": "Lax",
+    }
+    if value:
+        response.set_cookie(name, value, max_age=LOGIN_STATE_MAX_AGE, **params)  # type: ignore[arg-type]
+    else:
+        response.del_cookie(name, **params)  # type: ignore[arg-type]
+
+
+def _read_login_state(request: web.Request) -> LoginState | None:
+    value = request.cookies.get(_login_cookie_name(request))
+    if not value:
+        return None
+    try:
+        data = json.loads(
+            request.app[FERNET].decrypt(value.encode("ascii"), ttl=LOGIN_STATE_MAX_AGE)
+        )
+        return LoginState(
+            state=str(data["state"]), verifier=str(data["verifier"]), next=safe_next(data["next"])
+        )
+    except (InvalidToken, UnicodeError, ValueError, KeyError, TypeError):
+        return None
+
+
+async def login(request: web.Request) -> web.Response:
+    """``GET /auth/login?next=PATH``: off to Zoom, with state and PKCE bound to this browser."""
+    state = LoginState(
+        state=random_token(), verifier=random_token(), next=safe_next(request.query.get("next"))
+    )
+    location = request.app[OAUTH].authorize_redirect(state=state.state, verifier=state.verifier)
+    response = web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+    sealed = request.app[FERNET].encrypt(
+        json.dumps({"state": state.state, "verifier": state.verifier, "next": state.next}).encode()
+    )
+    _set_login_cookie(request, response, sealed.decode("ascii"))
+    return response
+
+
+async def callback(request: web.Request) -> web.Response:
+    """``GET /auth/callback``: check the state first, then exchange the code."""
+    query = request.query
+    if "error" in query:
+        return _declined(request, query.get("error", ""))
+    code = query.get("code")
+    if code and "state" not in query:
+        # Installed from the Zoom Marketplace: no state to check, so never trust the
+        # code; a fresh sign-in from this browser gets one with a state.
+        return web.Response(
+            status=302, headers={"Location": "/auth/login", "Cache-Control": "no-store"}
+        )
+    if not code:
+        raise BadRequest("The callback lacks an authorization code. Start sign-in again.")
+    expected = _read_login_state(request)
+    if expected is None or not hmac.compare_digest(
+        expected.state.encode(), query["state"].encode()
+    ):
+        raise LoginStateInvalid()
+    try:
+        response = await _complete_sign_in(request, code, expected)
+    except ProxyError as error:
+        response = render_error(request, error)
+    _set_login_cookie(request, response, "")
+    return response
+
+
+async def _complete_sign_in(
+    request: web.Request, code: str, login_state: LoginState
+) -> web.Response:
+    oauth = request.app[OAUTH]
+    tokens = await oauth.exchange_code(code, verifier=login_state.verifier)
+    user = await oauth.fetch_user(tokens.access_token)
+    if not may_sign_in(user, request.app[SETTINGS].access):
+        log.warning("sign-in refused by access rules for Zoom user %s", user.id)
+        await oauth.revoke(tokens.refresh_token)
+        raise AccessDenied()
+    await start_session(request, SessionData(tokens=tokens, user=user))
+    log.info("Zoom user %s signed in", user.id)
+    return web.Response(
+        status=302, headers={"Location": login_state.next, "Cache-Control": "no-store"}
+    )
+
+
+def _declined(request: web.Request, error: str) -> web.Response:
+    if error == "access_denied":
+        title, message = (
+            "Sign-in cancelled",
+            "You chose not to allow access at Zoom. Nothing was stored.",
+        )
+    else:
+        title, message = "Sign-in failed", "Zoom reported a problem with this sign-in."
+    if not is_browser_navigation(request):
+        return web.json_response({"error": "access_denied", "message": message}, status=403)
+    return web.Response(
+        status=403, text=message_page(title, message, label="Try again"), content_type="text/html"
+    )
+
+
+async def logout(request: web.Request) -> web.Response:
+    """``POST /auth/logout``: revoke at Zoom (best effort) and forget the session."""
+    session_data = await load_session_data(request)
+    if session_data is not None:
+        await request.app[OAUTH].revoke(session_data.tokens.refresh_token)
+        log.info("Zoom user %s signed out", session_data.user.id)
+    (await get_session(request)).invalidate()
+    if _wants_redirect(request):
+        return web.Response(status=303, headers={"Location": "/", "Cache-Control": "no-store"})
+    return web.Response(status=204, headers={"Cache-Control": "no-store"})
+
+
+def _wants_redirect(request: web.Request) -> bool:
+    form_types = ("application/x-www-form-urlencoded", "multipart/form-data")
+    return request.content_type in form_types or "text/html" in request.headers.get("Accept", "")
+
+
+async def me(request: web.Request) -> web.Response:
+    """``GET /auth/me``: who is signed in and until when; never a token."""
+    session_data = await _signed_in(request)
+    user, tokens = session_data.user, session_data.tokens
+    return web.json_response(
+        {
+            "user": {
+                "id": user.id,
+                "email": user.email,
+                "first_name": user.first_name,
+                "last_name": user.last_name,
+                "account_id": user.account_id,
+            },
+            "expires_at": int(tokens.expires_at),
+            "scope": tokens.scope,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def cookiejar(request: web.Request) -> web.Response:
+    """``GET /auth/cookiejar``: this browser's session as a Netscape cookie jar for curl."""
+    if is_cross_origin(request):
+        raise AccessDenied("The cookie jar is only handed to this proxy's own pages or to curl.")
+    await _signed_in(request)
+    settings = request.app[SETTINGS]
+    storage = request.app[STORAGE]
+    host = urlsplit(settings.public_url).hostname or "localhost"
+    secure = "TRUE" if settings.session.cookie_secure else "FALSE"
+    expires = int(time.time()) + settings.session.max_age
+    lines = ["# Netscape HTTP Cookie File", "# zoom-proxy session: keep it secret like a password."]
+    for name, value in storage.chunks(request):
+        lines.append(f"#HttpOnly_{host}\tFALSE\t/\t{secure}\t{expires}\t{name}\t{value}")
+    return web.Response(
+        text="\n".join(lines) + "\n",
+        content_type="text/plain",
+        headers={
+            "Content-Disposition": 'attachment; filename="zoom-jar.txt"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+async def _signed_in(request: web.Request) -> SessionData:
+    session_data = await load_session_data(request)
+    if session_data is None:
+        raise Unauthenticated()
+    return session_data

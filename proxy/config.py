@@ -1,0 +1,603 @@
+"""Load and validate zoom-proxy's configuration.
+
+The configuration is one YAML mapping, read from ``config.yaml`` in the working
+directory, from the file named by ``$ZOOM_PROXY_CONFIG``, or from an explicit path::
+
+    listen: {host: 0.0.0.0, port: 8080, shutdown_timeout: 10}
+    public_url: http://localhost:8080
+    trust_forwarded_headers: false
+    zoom: {client_id: "${ZOOM_CLIENT_ID}", client_secret: "${ZOOM_CLIENT_SECRET}", ...}
+    session: {secret_keys: ["${PROXY_SESSION_KEY}"], cookie_name: zoom_proxy, ...}
+    refresh, upstream, cors, access, logging, metrics: see the shipped config.yaml
+
+Rules, applied in this order:
+
+- After YAML parsing, ``${NAME}`` and ``${NAME:-default}`` are replaced in every string
+  value, anywhere in the string. The default also applies when NAME is set but empty.
+  An unset NAME with no default is a problem naming it.
+- A value that is null, or an empty string after substitution, counts as absent: the
+  default applies, and ``zoom.client_id``, ``zoom.client_secret`` and
+  ``session.secret_keys`` (which have none) are "required". Empty entries in
+  ``secret_keys`` are skipped, so ``["${NEW_KEY}", "${OLD_KEY:-}"]`` works.
+- Values are then converted to their field's type (``"8080"`` to an int, ``"true"``,
+  ``"yes"``, ``"on"`` or ``"1"`` to a bool) and validated. A YAML boolean is never a
+  number. Unknown keys are problems, at every level.
+
+Every problem is collected before :class:`ConfigError` is raised, one line each, in the
+form ``dotted.key: what is wrong`` (``session.secret_keys[0]: not a valid key``). No
+message ever contains a secret's value.
+
+Example::
+
+    settings = load_settings()          # $ZOOM_PROXY_CONFIG or config.yaml
+    settings.listen.port, settings.redirect_uri
+"""
+
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import suppress
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar, cast
+from urllib.parse import SplitResult, urlsplit
+
+import yaml
+from cryptography.fernet import Fernet
+
+DEFAULT_CONFIG_PATH = "config.yaml"
+CONFIG_PATH_VARIABLE = "ZOOM_PROXY_CONFIG"
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A string that ``repr`` and ``str`` never show, so it cannot leak into logs."""
+
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class ListenSettings:
+    """Where the server listens, and how long it drains after SIGTERM (seconds)."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - in a container the proxy serves other hosts
+    port: int = 8080
+    shutdown_timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ZoomSettings:
+    """The Zoom OAuth app and Zoom's endpoints."""
+
+    client_id: str
+    client_secret: Secret
+    redirect_uri: str | None = None
+    authorize_url: str = "https://zoom.us/oauth/authorize"
+    token_url: str = "https://zoom.us/oauth/token"
+    revoke_url: str = "https://zoom.us/oauth/revoke"
+    api_base_url: str = "https://api.zoom.us/v2"
+    scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """The session cookie. The first key encrypts; every key decrypts."""
+
+    secret_keys: tuple[Secret, ...]
+    cookie_name: str = "zoom_proxy"
+    cookie_secure: bool = True
+    cookie_samesite: str = "Lax"
+    max_age: int = 7776000
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshSettings:
+    """When to refresh (seconds before expiry) and how long a rotated token stays usable."""
+
+    margin: float = 60.0
+    rotation_grace: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    """Timeouts (seconds) for every call to Zoom, and the replayable body size (bytes)."""
+
+    connect_timeout: float = 5.0
+    timeout: float = 60.0
+    max_replay_body: int = 1048576
+
+
+@dataclass(frozen=True, slots=True)
+class CorsSettings:
+    """Origins allowed cross-origin, as lower-case ``scheme://host[:port]``."""
+
+    allowed_origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AccessSettings:
+    """Who may sign in; all empty means anyone. Emails and domains are lower-case."""
+
+    allowed_account_ids: tuple[str, ...] = ()
+    allowed_emails: tuple[str, ...] = ()
+    allowed_email_domains: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    """Log level (lower-case) and format (``text`` or ``json``)."""
+
+    level: str = "info"
+    format: str = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """Whether ``/metrics`` is served."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole validated configuration."""
+
+    zoom: ZoomSettings
+    session: SessionSettings
+    listen: ListenSettings = field(default_factory=ListenSettings)
+    public_url: str = "http://localhost:8080"
+    trust_forwarded_headers: bool = False
+    refresh: RefreshSettings = field(default_factory=RefreshSettings)
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    cors: CorsSettings = field(default_factory=CorsSettings)
+    access: AccessSettings = field(default_factory=AccessSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+
+    @property
+    def redirect_uri(self) -> str:
+        """Zoom's redirect URI: ``zoom.redirect_uri``, or ``<public_url>/auth/callback``."""
+        return self.zoom.redirect_uri or self.public_url + "/auth/callback"
+
+
+class ConfigError(Exception):
+    """The configuration is unusable.
+
+    ``problems`` holds one line per problem, ``dotted.key: what is wrong``;
+    ``str()`` joins them with newlines.
+    """
+
+    problems: tuple[str, ...]
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def generate_key() -> str:
+    """Return a new random session key for ``session.secret_keys``."""
+    return Fernet.generate_key().decode()
+
+
+# --- conversion -----------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """A value failed conversion. ``problems`` are (key suffix, message) pairs."""
+
+    def __init__(self, message: str = "", *, items: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.problems = tuple(items) or (("", message),)
+
+
+_Convert = Callable[[object], object]
+_N = TypeVar("_N", int, float)
+
+
+def _kind(value: object) -> str:
+    """Name a value's type only, for places where the value may be secret."""
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _describe(value: object) -> str:
+    return repr(value) if isinstance(value, str | int | float) else _kind(value)
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"expected a string, got {_describe(value)}")
+    return value
+
+
+def _integer(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        with suppress(ValueError):
+            return int(value)
+    raise _Invalid(f"expected an integer, got {_describe(value)}")
+
+
+def _number(value: object) -> float:
+    number = math.nan
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        with suppress(ValueError):
+            number = float(value)
+    if not math.isfinite(number):
+        raise _Invalid(f"expected a number, got {_describe(value)}")
+    return number
+
+
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+
+
+def _boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower() if isinstance(value, str | int) else ""
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise _Invalid(f"expected true or false, got {_describe(value)}")
+
+
+def _checked(convert: Callable[[object], _N], rule: str, ok: Callable[[_N], bool]) -> _Convert:
+    """``convert``, then require ``ok(result)``; ``rule`` completes "must be ..."."""
+
+    def check(value: object) -> _N:
+        result = convert(value)
+        if not ok(result):
+            raise _Invalid(f"must be {rule}, got {result}")
+        return result
+
+    return check
+
+
+def _choice(*options: str) -> _Convert:
+    """One of ``options``, case-insensitively, returned as spelled in ``options``."""
+    by_lower = {option.lower(): option for option in options}
+
+    def convert(value: object) -> str:
+        text = _text(value)
+        try:
+            return by_lower[text.lower()]
+        except KeyError:
+            raise _Invalid(f"expected one of {', '.join(options)}, got {text!r}") from None
+
+    return convert
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _split_http(text: str) -> tuple[SplitResult, int | None] | None:
+    """``text`` split, with its port, if it is an absolute http(s) URL with a host."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises ValueError for a bad port, as urlsplit does for bad IPv6
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    return parts, port
+
+
+def _http_url(value: object, *, query: bool = True) -> str:
+    text = _text(value)
+    if _split_http(text) is None:
+        raise _Invalid(f"expected an absolute http(s) URL, got {text!r}")
+    if "#" in text:
+        raise _Invalid(f"must not contain a fragment (#...), got {text!r}")
+    if not query and "?" in text:
+        raise _Invalid(f"must not contain a query (?...), got {text!r}")
+    return text
+
+
+def _api_base_url(value: object) -> str:
+    return _http_url(value, query=False).rstrip("/")
+
+
+def _normal_origin(text: str, *, trailing_slash: bool = False) -> str | None:
+    """``scheme://host[:port]`` in lower case without a default port, or None if not one."""
+    split = _split_http(text)
+    if split is None or any(c in text for c in "?#@*"):
+        return None
+    parts, port = split
+    if parts.path not in ("", "/" if trailing_slash else ""):
+        return None
+    scheme, host = parts.scheme.lower(), str(parts.hostname)
+    if ":" in host:  # IPv6: urlsplit dropped the brackets
+        host = f"[{host}]"
+    netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
+    return f"{scheme}://{netloc}"
+
+
+def _public_url(value: object) -> str:
+    text = _text(value)
+    origin = _normal_origin(text, trailing_slash=True)
+    if origin is None:
+        raise _Invalid(f"expected http(s)://host[:port] with no path, got {text!r}")
+    return origin
+
+
+def _origin(text: str) -> str:
+    origin = _normal_origin(text)
+    if origin is None:
+        raise _Invalid(f"expected an origin http(s)://host[:port], got {text!r}")
+    return origin
+
+
+def _list_of(item: Callable[[str], object]) -> _Convert:
+    """A list of strings, each converted by ``item``; problems name the index."""
+
+    def convert(value: object) -> tuple[object, ...]:
+        if not isinstance(value, list):
+            raise _Invalid(f"expected a list of strings, got {_describe(value)}")
+        result, problems = [], []
+        for index, element in enumerate(value):
+            try:
+                result.append(item(_text(element)))
+            except _Invalid as exc:
+                problems += [(f"[{index}]{suffix}", message) for suffix, message in exc.problems]
+        if problems:
+            raise _Invalid(items=problems)
+        return tuple(result)
+
+    return convert
+
+
+def _not_empty(text: str) -> str:
+    if not text:
+        raise _Invalid("must not be empty")
+    return text
+
+
+def _scope(text: str) -> str:
+    if not text or text.split() != [text]:
+        raise _Invalid(f"expected one scope without spaces, got {text!r}")
+    return text
+
+
+def _scopes(value: object) -> object:
+    return tuple(value.split()) if isinstance(value, str) else _list_of(_scope)(value)
+
+
+def _email(text: str) -> str:
+    local, _, domain = text.partition("@")
+    if not local or not domain or "@" in domain:
+        raise _Invalid(f"expected an email address with exactly one '@', got {text!r}")
+    return text.lower()
+
+
+def _email_domain(text: str) -> str:
+    if not text or "@" in text:
+        raise _Invalid(f"expected a domain without '@', got {text!r}")
+    return text.lower()
+
+
+_COOKIE_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def _cookie_name(value: object) -> str:
+    text = _text(value)
+    if not _COOKIE_NAME.fullmatch(text):
+        raise _Invalid(f"expected letters, digits, '-', '_' or '.', got {text!r}")
+    return text
+
+
+def _secret(value: object) -> Secret:
+    if not isinstance(value, str):
+        raise _Invalid(f"expected a string, got {_kind(value)}")
+    return Secret(value)
+
+
+def _is_key(text: str) -> bool:
+    try:
+        Fernet(text)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _secret_keys(value: object) -> tuple[Secret, ...]:
+    if not isinstance(value, list):
+        raise _Invalid(f"expected a list of keys, got {_kind(value)}")
+    keys, problems = [], []
+    for index, element in enumerate(value):
+        if element is None or element == "":
+            continue  # an optional key left unset, e.g. "${OLD_KEY:-}"
+        if isinstance(element, str) and _is_key(element):
+            keys.append(Secret(element))
+        else:
+            problems.append((f"[{index}]", "not a valid key"))
+    if problems:
+        raise _Invalid(items=problems)
+    if not keys:
+        raise _Invalid("required")
+    return tuple(keys)
+
+
+_non_negative = _checked(_number, "0 or more", lambda n: n >= 0)
+_positive = _checked(_number, "greater than 0", lambda n: n > 0)
+
+# One converter per leaf key; the dataclasses above give the structure and defaults.
+_CONVERTERS: dict[str, _Convert] = {
+    "listen.host": _text,
+    "listen.port": _checked(_integer, "between 1 and 65535", lambda n: 1 <= n <= 65535),
+    "listen.shutdown_timeout": _non_negative,
+    "public_url": _public_url,
+    "trust_forwarded_headers": _boolean,
+    "zoom.client_id": _text,
+    "zoom.client_secret": _secret,
+    "zoom.redirect_uri": _http_url,
+    "zoom.authorize_url": _http_url,
+    "zoom.token_url": _http_url,
+    "zoom.revoke_url": _http_url,
+    "zoom.api_base_url": _api_base_url,
+    "zoom.scopes": _scopes,
+    "session.secret_keys": _secret_keys,
+    "session.cookie_name": _cookie_name,
+    "session.cookie_secure": _boolean,
+    "session.cookie_samesite": _choice("Lax", "Strict", "None"),
+    "session.max_age": _checked(_integer, "greater than 0", lambda n: n > 0),
+    "refresh.margin": _non_negative,
+    "refresh.rotation_grace": _non_negative,
+    "upstream.connect_timeout": _positive,
+    "upstream.timeout": _positive,
+    "upstream.max_replay_body": _checked(_integer, "0 or more", lambda n: n >= 0),
+    "cors.allowed_origins": _list_of(_origin),
+    "access.allowed_account_ids": _list_of(_not_empty),
+    "access.allowed_emails": _list_of(_email),
+    "access.allowed_email_domains": _list_of(_email_domain),
+    "logging.level": _choice("debug", "info", "warning", "error", "critical"),
+    "logging.format": _choice("text", "json"),
+    "metrics.enabled": _boolean,
+}
+
+
+# --- substitution and the walk over the schema ----------------------------------------
+
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _substitute(value: object, environ: Mapping[str, str]) -> object:
+    """Replace ``${NAME}`` / ``${NAME:-default}`` in a string or a list's strings."""
+    if isinstance(value, list):
+        result, problems = [], []
+        for index, element in enumerate(value):
+            try:
+                result.append(_substitute(element, environ))
+            except _Invalid as exc:
+                problems += [(f"[{index}]{suffix}", message) for suffix, message in exc.problems]
+        if problems:
+            raise _Invalid(items=problems)
+        return result
+    if not isinstance(value, str):
+        return value
+    missing: dict[str, None] = {}
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1, 2)
+        current = environ.get(name)
+        if current:
+            return current
+        if default is not None:
+            return default
+        if current is None:
+            missing[name] = None
+        return ""
+
+    text = _REFERENCE.sub(replace, value)
+    if missing:
+        raise _Invalid(items=[("", f"environment variable {name} is not set") for name in missing])
+    return text
+
+
+def _cross_check(cls: type[Any], values: Mapping[str, object]) -> Iterable[tuple[str, str]]:
+    """Problems that involve two keys of one section."""
+    if (
+        cls is SessionSettings
+        and values.get("cookie_samesite") == "None"
+        and values.get("cookie_secure") is False
+    ):
+        yield "cookie_samesite", "None requires cookie_secure: true (browsers reject it otherwise)"
+
+
+def _build(
+    cls: type[Any],
+    data: Mapping[Any, object],
+    prefix: str,
+    environ: Mapping[str, str],
+    problems: list[str],
+) -> Any:
+    """Instantiate ``cls`` from ``data``, appending every problem; None if there were any."""
+    names = {f.name for f in fields(cls)}
+    problems += [f"{prefix}{key}: unknown key" for key in data if key not in names]
+    values: dict[str, object] = {}
+    for f in fields(cls):
+        key = prefix + f.name
+        raw = data.get(f.name)
+        if key not in _CONVERTERS:  # a nested section
+            if raw is None:
+                raw = {}
+            if isinstance(raw, Mapping):
+                values[f.name] = _build(cast(type[Any], f.type), raw, key + ".", environ, problems)
+            else:
+                problems.append(f"{key}: expected a mapping, got {_kind(raw)}")
+            continue
+        try:
+            value = _substitute(raw, environ)
+            if value is None or value == "":
+                if f.default is MISSING and f.default_factory is MISSING:
+                    raise _Invalid("required")
+                continue
+            values[f.name] = _CONVERTERS[key](value)
+        except _Invalid as exc:
+            problems += [f"{key}{suffix}: {message}" for suffix, message in exc.problems]
+    problems += [f"{prefix}{name}: {message}" for name, message in _cross_check(cls, values)]
+    return None if problems else cls(**values)
+
+
+def settings_from_mapping(
+    data: Mapping[str, object], environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Validate parsed configuration ``data``; ``environ`` (default ``os.environ``) feeds
+    ``${NAME}``. Raises :class:`ConfigError` listing every problem."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"the configuration must be a mapping, got {_kind(data)}")
+    problems: list[str] = []
+    settings = _build(Settings, data, "", os.environ if environ is None else environ, problems)
+    if problems:
+        raise ConfigError(*problems)
+    assert isinstance(settings, Settings)
+    return settings
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read and validate a YAML config file.
+
+    ``path`` defaults to ``$ZOOM_PROXY_CONFIG``, else ``config.yaml``. A missing or
+    unreadable file, invalid YAML or a top level that is not a mapping is a
+    :class:`ConfigError` with one line, like any invalid value.
+    """
+    environ = os.environ if environ is None else environ
+    if path is None:
+        path = environ.get(CONFIG_PATH_VARIABLE) or DEFAULT_CONFIG_PATH
+    name = os.fspath(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read config file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}: config file is not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+            where = f"{exc.problem_mark.line + 1}:{exc.problem_mark.column + 1}:"
+        reason = getattr(exc, "problem", None) or "cannot parse"
+        raise ConfigError(f"{name}:{where} invalid YAML: {reason}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{name}: the top level must be a mapping of settings, got {_kind(data)}")
+    return settings_from_mapping(data, environ)

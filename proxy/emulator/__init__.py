@@ -1,0 +1,27 @@
+"""A local Zoom for demos and tests: OAuth with PKCE and rotation, and a bit of ``/v2``.
+
+Modules: `state` (the rules and the app factory), `oauth` and `api` (the HTTP
+surface), `tokens` (token shapes and PKCE), `models` (values handed out).
+
+Example::
+
+    emulator = ZoomEmulator(auto_approve=False, token_lifetime=60)
+    web.run_app(emulator.app(), port=9000)
+"""
+
+from .api import download_chunks
+from .models import EmulatedUser, RecordedRequest, TokenSet
+from .state import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_SCOPE, ZoomEmulator
+from .tokens import s256_challenge
+
+__all__ = [
+    "DEFAULT_CLIENT_ID",
+    "DEFAULT_CLIENT_SECRET",
+    "DEFAULT_SCOPE",
+    "EmulatedUser",
+    "RecordedRequest",
+    "TokenSet",
+    "ZoomEmulator",
+    "download_chunks",
+    "s256_challenge",
+]

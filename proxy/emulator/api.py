@@ -1,0 +1,225 @@
+"""Zoom's REST API under ``/v2``: a few real routes and the ``/v2/_test/*`` helpers.
+
+Every request is first read (streaming, hashed) and recorded exactly as received, then
+its bearer token is checked, then it is routed. The ``_test`` routes give the proxy's
+tests what real Zoom does only sometimes: echoes, large or broken bodies, gzip,
+rate limits and cookies.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import gzip
+import hashlib
+import json
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .models import EmulatedUser, InvalidAccessToken, RecordedRequest
+
+if TYPE_CHECKING:
+    from .state import ZoomEmulator
+
+CHUNK_SIZE = 64 * 1024
+KEPT_BODY_LIMIT = 1024 * 1024  # bodies up to this size stay readable by handlers
+PAGE_SIZE = 30
+_RATE_LIMIT_MESSAGE = (
+    "You have reached the maximum per-second rate limit for this API. Try again later."
+)
+_PATTERN = bytes(range(256)) * (CHUNK_SIZE // 256)
+
+_RECORD = web.RequestKey("record", RecordedRequest)
+_BODY = web.RequestKey[bytes | None]("body")
+_USER = web.RequestKey("user", EmulatedUser)
+
+
+def download_chunks(size: int) -> Iterator[bytes]:
+    """The body of ``/v2/_test/download?bytes=size`` in 64 KiB pieces: byte k is k % 256."""
+    for offset in range(0, size, CHUNK_SIZE):
+        yield _PATTERN[: min(CHUNK_SIZE, size - offset)]
+
+
+def _api_error(status: int, code: int, message: str) -> web.Response:
+    return web.json_response({"code": code, "message": message}, status=status)
+
+
+def _size_param(request: web.Request) -> int | None:
+    raw = request.query.get("bytes", "")
+    return int(raw) if raw.isascii() and raw.isdigit() else None
+
+
+def _zoom_time(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _receive(request: web.Request) -> tuple[RecordedRequest, bytes | None]:
+    """Read the body in constant memory; keep it only when at most KEPT_BODY_LIMIT."""
+    digest = hashlib.sha256()
+    length = 0
+    kept: bytearray | None = bytearray()
+    async for chunk in request.content.iter_chunked(CHUNK_SIZE):
+        digest.update(chunk)
+        length += len(chunk)
+        if kept is not None and length <= KEPT_BODY_LIMIT:
+            kept += chunk
+        else:
+            kept = None
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
+    record = RecordedRequest(request.method, request.raw_path, headers, digest.hexdigest(), length)
+    return record, None if kept is None else bytes(kept)
+
+
+class ApiRoutes:
+    """The ``/v2`` sub-application of one `ZoomEmulator`."""
+
+    def __init__(self, emulator: ZoomEmulator) -> None:
+        self._emulator = emulator
+
+    def app(self) -> web.Application:
+        """A sub-application to mount at ``/v2``."""
+        app = web.Application(middlewares=[self._gate])
+        router = app.router
+        router.add_get("/users/me", self.users_me)
+        router.add_get("/users/me/meetings", self.list_meetings)
+        router.add_post("/users/me/meetings", self.create_meeting)
+        router.add_route("*", "/_test/echo/{tail:.*}", self.echo)
+        router.add_get("/_test/download", self.download)
+        router.add_post("/_test/upload", self.upload)
+        router.add_put("/_test/upload", self.upload)
+        router.add_get("/_test/gzip", self.gzip)
+        router.add_get("/_test/rate_limited", self.rate_limited)
+        router.add_get("/_test/set_cookie", self.set_cookie)
+        router.add_get("/_test/broken", self.broken)
+        return app
+
+    async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Record, authenticate, then route; unknown paths answer Zoom's JSON 404."""
+        emulator = self._emulator
+        request[_RECORD], request[_BODY] = await _receive(request)
+        emulator.api_requests.append(request[_RECORD])
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        try:
+            request[_USER] = emulator.authenticate(token if scheme.lower() == "bearer" else "")
+        except InvalidAccessToken as exc:
+            emulator.counters["api_401"] += 1
+            return _api_error(401, 124, exc.message)
+        emulator.counters["api_ok"] += 1
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            return _api_error(404, 404, "Not found")
+        except web.HTTPMethodNotAllowed:
+            return _api_error(405, 405, "Method not allowed")
+
+    async def users_me(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(request[_USER].as_json())
+
+    async def list_meetings(self, request: web.Request) -> web.StreamResponse:
+        meetings = self._emulator.meetings.get(request[_USER].id, [])
+        return web.json_response(
+            {
+                "page_size": PAGE_SIZE,
+                "total_records": len(meetings),
+                "next_page_token": "",
+                "meetings": meetings[:PAGE_SIZE],
+            }
+        )
+
+    async def create_meeting(self, request: web.Request) -> web.StreamResponse:
+        body = request[_BODY]
+        try:
+            fields = json.loads(body) if body else None
+        except ValueError:
+            fields = None
+        if not isinstance(fields, dict):
+            return _api_error(400, 300, "Request Body should be a valid JSON object.")
+        topic = fields.get("topic", "Zoom Meeting")
+        if not isinstance(topic, str):
+            return _api_error(400, 300, "Invalid field: topic.")
+        user = request[_USER]
+        meeting_id = 10**10 + secrets.randbelow(9 * 10**10)
+        now = _zoom_time(self._emulator.clock())
+        meeting: dict[str, Any] = {
+            "uuid": base64.b64encode(secrets.token_bytes(16)).decode("ascii"),
+            "id": meeting_id,
+            "host_id": user.id,
+            "host_email": user.email,
+            "topic": topic,
+            "type": fields.get("type", 2),
+            "status": "waiting",
+            "start_time": fields.get("start_time", now),
+            "duration": fields.get("duration", 60),
+            "timezone": fields.get("timezone", user.timezone),
+            "agenda": fields.get("agenda", ""),
+            "created_at": now,
+            "join_url": f"https://us05web.zoom.us/j/{meeting_id}",
+        }
+        self._emulator.meetings.setdefault(user.id, []).append(meeting)
+        return web.json_response(meeting, status=201)
+
+    async def echo(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(request[_RECORD].as_json())
+
+    async def upload(self, request: web.Request) -> web.StreamResponse:
+        record = request[_RECORD]
+        return web.json_response(
+            {"body_length": record.body_length, "body_sha256": record.body_sha256}
+        )
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        size = _size_param(request)
+        if size is None:
+            return _api_error(400, 300, "Invalid field: bytes.")
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = size
+        await response.prepare(request)
+        for chunk in download_chunks(size):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    async def broken(self, request: web.Request) -> web.StreamResponse:
+        """Promise *bytes* bytes, send about half, then close the connection."""
+        size = _size_param(request)
+        if size is None:
+            return _api_error(400, 300, "Invalid field: bytes.")
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = size
+        await response.prepare(request)
+        for chunk in download_chunks(size // 2):
+            await response.write(chunk)
+        if request.transport is not None:
+            request.transport.close()
+        return response
+
+    async def gzip(self, request: web.Request) -> web.StreamResponse:
+        """A precompressed JSON body; X-Original-SHA256 is the hash of the gzip bytes."""
+        document = {"message": "compressed by the emulator", "items": list(range(100))}
+        payload = gzip.compress(json.dumps(document).encode(), mtime=0)
+        headers = {
+            "Content-Encoding": "gzip",
+            "X-Original-SHA256": hashlib.sha256(payload).hexdigest(),
+        }
+        return web.Response(body=payload, headers=headers, content_type="application/json")
+
+    async def rate_limited(self, request: web.Request) -> web.StreamResponse:
+        headers = {
+            "Retry-After": email.utils.formatdate(self._emulator.clock() + 1, usegmt=True),
+            "X-RateLimit-Category": "Light",
+            "X-RateLimit-Type": "QPS",
+        }
+        response = _api_error(429, 429, _RATE_LIMIT_MESSAGE)
+        response.headers.update(headers)
+        return response
+
+    async def set_cookie(self, request: web.Request) -> web.StreamResponse:
+        response = web.json_response({"cookies": "set"})
+        response.set_cookie("zm_aid", secrets.token_urlsafe(16), path="/")
+        response.set_cookie("_zm_ssid", secrets.token_urlsafe(16), path="/", httponly=True)
+        return response

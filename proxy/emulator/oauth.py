@@ -1,0 +1,206 @@
+"""Zoom's OAuth endpoints: ``/oauth/authorize``, ``/oauth/token`` and ``/oauth/revoke``.
+
+The handlers translate HTTP to `ZoomEmulator`'s rules and its answers back to the
+bodies Zoom sends. Nothing here logs a code, token or secret.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode
+
+from aiohttp import BasicAuth, web
+
+from .models import InvalidGrant
+
+if TYPE_CHECKING:
+    from .state import ZoomEmulator
+
+_S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>
+<body><h1>{title}</h1>{body}</body></html>
+"""
+
+
+@dataclass(frozen=True)
+class _AuthorizeRequest:
+    client_id: str
+    redirect_uri: str
+    code_challenge: str
+    state: str | None
+    scope: str | None
+
+    def hidden_fields(self) -> str:
+        fields = {
+            "response_type": "code",
+            "client_id": self.client_id,
+            "redirect_uri": self.redirect_uri,
+            "code_challenge": self.code_challenge,
+            "code_challenge_method": "S256",
+            "state": self.state,
+            "scope": self.scope,
+        }
+        return "".join(
+            f'<input type="hidden" name="{name}" value="{html.escape(value)}">'
+            for name, value in fields.items()
+            if value is not None
+        )
+
+
+class _BadAuthorize(Exception):
+    """An authorize request Zoom would answer with an error page, not a redirect."""
+
+
+def _page(title: str, body: str, *, status: int = 200) -> web.Response:
+    text = _PAGE.format(title=html.escape(title), body=body)
+    return web.Response(text=text, status=status, content_type="text/html")
+
+
+def _with_query(uri: str, params: Mapping[str, str]) -> str:
+    """*uri* with *params* appended to whatever query it already has."""
+    separator = "&" if "?" in uri else "?"
+    if uri.endswith(("?", "&")):
+        separator = ""
+    return uri + separator + urlencode(params)
+
+
+def _oauth_error(status: int, error: str, reason: str) -> web.Response:
+    return web.json_response({"reason": reason, "error": error}, status=status)
+
+
+class OAuthRoutes:
+    """The ``/oauth/*`` handlers of one `ZoomEmulator`; install with `setup`."""
+
+    def __init__(self, emulator: ZoomEmulator) -> None:
+        self._emulator = emulator
+
+    def setup(self, app: web.Application) -> None:
+        app.router.add_get("/oauth/authorize", self.authorize)
+        app.router.add_post("/oauth/authorize", self.decide)
+        app.router.add_post("/oauth/token", self.token)
+        app.router.add_post("/oauth/revoke", self.revoke)
+
+    async def authorize(self, request: web.Request) -> web.StreamResponse:
+        """Approve at once (auto_approve) or show an approve/deny page."""
+        try:
+            ask = self._parse_authorize(request.query)
+        except _BadAuthorize as exc:
+            return _page("Invalid request", f"<p>{html.escape(str(exc))}</p>", status=400)
+        self._emulator.counters["authorize"] += 1
+        if self._emulator.auto_approve:
+            raise web.HTTPFound(self._approve(ask))
+        user = self._emulator.user
+        body = (
+            f"<p>Allow this app to use Zoom as "
+            f"{html.escape(user.first_name)} {html.escape(user.last_name)} "
+            f"({html.escape(user.email)})?</p>"
+            f'<form method="post" action="/oauth/authorize">{ask.hidden_fields()}'
+            '<button name="decision" value="approve">Approve</button> '
+            '<button name="decision" value="deny">Deny</button></form>'
+        )
+        return _page("Authorize app", body)
+
+    async def decide(self, request: web.Request) -> web.StreamResponse:
+        """The consent page's form: approve issues a code, deny sends access_denied."""
+        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        try:
+            ask = self._parse_authorize(form)
+        except _BadAuthorize as exc:
+            return _page("Invalid request", f"<p>{html.escape(str(exc))}</p>", status=400)
+        decision = form.get("decision")
+        if decision == "approve":
+            raise web.HTTPFound(self._approve(ask))
+        if decision == "deny":
+            params = {"error": "access_denied"}
+            if ask.state is not None:
+                params["state"] = ask.state
+            raise web.HTTPFound(_with_query(ask.redirect_uri, params))
+        return _page("Invalid request", "<p>Choose Approve or Deny.</p>", status=400)
+
+    async def token(self, request: web.Request) -> web.StreamResponse:
+        """``POST /oauth/token``: authorization_code and refresh_token grants."""
+        emulator = self._emulator
+        await emulator.wait_while_slow()
+        if emulator.token_endpoint_mode == "down":
+            return _oauth_error(503, "temporarily_unavailable", "Service Unavailable")
+        if emulator.token_endpoint_mode == "garbage":
+            return _page("Zoom", "<p>Something went wrong. Please try again later.</p>")
+        if not self._client_authenticated(request):
+            return _invalid_client()
+        params = await _params(request)
+        grant_type = params.get("grant_type")
+        try:
+            if grant_type == "authorization_code":
+                tokens = emulator.exchange_code(
+                    code=params.get("code", ""),
+                    redirect_uri=params.get("redirect_uri", ""),
+                    code_verifier=params.get("code_verifier", ""),
+                )
+            elif grant_type == "refresh_token":
+                tokens = emulator.refresh(params.get("refresh_token", ""))
+            else:
+                return _oauth_error(400, "unsupported_grant_type", "Unsupported grant type")
+        except InvalidGrant as exc:
+            return _oauth_error(400, "invalid_grant", exc.reason)
+        body = tokens.as_json(api_url=str(request.url.origin()))
+        return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+    async def revoke(self, request: web.Request) -> web.StreamResponse:
+        """``POST /oauth/revoke``: end the grant of the token in the query or form."""
+        if not self._client_authenticated(request):
+            return _invalid_client()
+        token = (await _params(request)).get("token")
+        if not token:
+            return _oauth_error(400, "invalid_request", "Missing token")
+        self._emulator.revoke(token)
+        return web.json_response({"status": "success"})
+
+    def _parse_authorize(self, params: Mapping[str, str]) -> _AuthorizeRequest:
+        if params.get("client_id") != self._emulator.client_id:
+            raise _BadAuthorize("Invalid client_id.")
+        redirect_uri = params.get("redirect_uri", "")
+        if not self._emulator.redirect_uri_allowed(redirect_uri):
+            raise _BadAuthorize("Invalid redirect_uri.")
+        if params.get("response_type") != "code":
+            raise _BadAuthorize("response_type must be code.")
+        if params.get("code_challenge_method") != "S256":
+            raise _BadAuthorize("code_challenge_method must be S256.")
+        challenge = params.get("code_challenge", "")
+        if not _S256_CHALLENGE.fullmatch(challenge):
+            raise _BadAuthorize("code_challenge must be an S256 challenge.")
+        return _AuthorizeRequest(
+            params["client_id"], redirect_uri, challenge, params.get("state"), params.get("scope")
+        )
+
+    def _approve(self, ask: _AuthorizeRequest) -> str:
+        code = self._emulator.issue_code(
+            redirect_uri=ask.redirect_uri, code_challenge=ask.code_challenge, scope=ask.scope
+        )
+        params = {"code": code}
+        if ask.state is not None:
+            params["state"] = ask.state
+        return _with_query(ask.redirect_uri, params)
+
+    def _client_authenticated(self, request: web.Request) -> bool:
+        try:
+            auth = BasicAuth.decode(request.headers.get("Authorization", ""))
+        except ValueError:
+            return False
+        return self._emulator.client_matches(auth.login, auth.password)
+
+
+def _invalid_client() -> web.Response:
+    return _oauth_error(401, "invalid_client", "Invalid client_id or client_secret")
+
+
+async def _params(request: web.Request) -> dict[str, str]:
+    """Query and form parameters merged, the form winning, as Zoom accepts both."""
+    form = await request.post()
+    merged = dict(request.query)
+    merged.update((k, v) for k, v in form.items() if isinstance(v, str))
+    return merged

@@ -1,0 +1,269 @@
+"""The emulator's state and Zoom's rules over it.
+
+`ZoomEmulator` owns users, codes, grants and tokens, and decides what Zoom would
+decide; `ZoomEmulator.app` wires the HTTP routes of `oauth` and `api` onto it.
+A *grant* is one authorization: its tokens, across every refresh, live and die together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from yarl import URL
+
+from . import tokens
+from .api import ApiRoutes
+from .models import (
+    EmulatedUser,
+    InvalidAccessToken,
+    InvalidGrant,
+    RecordedRequest,
+    TokenSet,
+    default_user,
+)
+from .oauth import OAuthRoutes
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CLIENT_ID = "emulator-client-id"
+DEFAULT_CLIENT_SECRET = "emulator-client-secret"
+DEFAULT_SCOPE = "user:read meeting:read meeting:write"
+CODE_LIFETIME = 600
+TOKEN_ENDPOINT_MODES = frozenset({"ok", "down", "slow", "garbage"})
+
+
+@dataclass
+class _Grant:
+    user: EmulatedUser
+    scope: str
+    revoked: bool = False
+
+
+@dataclass
+class _Code:
+    grant: _Grant
+    redirect_uri: str
+    code_challenge: str
+    issued_at: float
+
+
+@dataclass
+class _AccessToken:
+    grant: _Grant
+    expires_at: float
+
+
+@dataclass
+class _RefreshToken:
+    grant: _Grant
+    used: bool = False
+
+
+class ZoomEmulator:
+    """A Zoom stand-in: OAuth (authorize, token, revoke) and a few ``/v2`` API routes.
+
+    Run it like any aiohttp app and point the proxy's URLs at it::
+
+        emulator = ZoomEmulator(token_lifetime=60)
+        client = await aiohttp_client(emulator.app())
+        # authorize_url=<base>/oauth/authorize, token_url=<base>/oauth/token,
+        # revoke_url=<base>/oauth/revoke, api_base_url=<base>/v2
+
+    Tests steer it through public attributes and read what happened from others:
+
+    - `user`: who approves the next authorization (a grant keeps the user it began with).
+    - `token_lifetime`: ``expires_in`` of tokens issued from now on.
+    - `scope`: what is granted when the authorize request names no ``scope``.
+    - `allowed_redirect_uris`: None accepts any http(s) URI, else exact membership.
+    - `token_endpoint_mode`: see the property.
+    - `counters`: "authorize", "code_ok", "code_rejected", "refresh_ok",
+      "refresh_rejected", "revoke", "api_ok", "api_401".
+    - `api_requests`: every request that reached ``/v2``, as received.
+    - `meetings`: meetings created through the API, by user id.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str = DEFAULT_CLIENT_ID,
+        client_secret: str = DEFAULT_CLIENT_SECRET,
+        user: EmulatedUser | None = None,
+        token_lifetime: int = 3599,
+        auto_approve: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self.user = user if user is not None else default_user()
+        self.token_lifetime = token_lifetime
+        self.auto_approve = auto_approve
+        self.clock = clock
+        self.scope = DEFAULT_SCOPE
+        self.allowed_redirect_uris: set[str] | None = None
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.api_requests: list[RecordedRequest] = []
+        self.meetings: dict[str, list[dict[str, Any]]] = {}
+        self._mode = "ok"
+        self._mode_changed: asyncio.Event | None = None
+        self._stalled = 0
+        self._grants: list[_Grant] = []
+        self._codes: dict[str, _Code] = {}
+        self._access: dict[str, _AccessToken] = {}
+        self._refresh: dict[str, _RefreshToken] = {}
+
+    def app(self) -> web.Application:
+        """A fresh aiohttp application serving this emulator's state."""
+        app = web.Application()
+        OAuthRoutes(self).setup(app)
+        app.add_subapp("/v2", ApiRoutes(self).app())
+        return app
+
+    # --- token endpoint behaviour -------------------------------------------------
+
+    @property
+    def token_endpoint_mode(self) -> str:
+        """``"ok"``, ``"down"`` (503), ``"slow"`` (no answer until changed) or ``"garbage"``."""
+        return self._mode
+
+    @token_endpoint_mode.setter
+    def token_endpoint_mode(self, mode: str) -> None:
+        if mode not in TOKEN_ENDPOINT_MODES:
+            raise ValueError(f"token_endpoint_mode must be one of {sorted(TOKEN_ENDPOINT_MODES)}")
+        self._mode = mode
+        if self._mode_changed is not None:
+            self._mode_changed.set()
+            self._mode_changed = None
+
+    @property
+    def stalled_token_requests(self) -> int:
+        """How many token requests are being held by the ``"slow"`` mode right now."""
+        return self._stalled
+
+    async def wait_while_slow(self) -> None:
+        """Return once `token_endpoint_mode` is not ``"slow"``."""
+        self._stalled += 1
+        try:
+            while self._mode == "slow":
+                if self._mode_changed is None:
+                    self._mode_changed = asyncio.Event()
+                await self._mode_changed.wait()
+        finally:
+            self._stalled -= 1
+
+    # --- OAuth rules ----------------------------------------------------------------
+
+    def client_matches(self, client_id: str, client_secret: str) -> bool:
+        """Whether the credentials are this emulator's client id and secret."""
+        id_ok = secrets.compare_digest(client_id.encode(), self.client_id.encode())
+        secret_ok = secrets.compare_digest(client_secret.encode(), self._client_secret.encode())
+        return id_ok and secret_ok
+
+    def redirect_uri_allowed(self, redirect_uri: str) -> bool:
+        """Whether *redirect_uri* may receive codes (see `allowed_redirect_uris`)."""
+        if self.allowed_redirect_uris is not None:
+            return redirect_uri in self.allowed_redirect_uris
+        try:
+            url = URL(redirect_uri)
+        except ValueError:
+            return False
+        return url.scheme in ("http", "https") and bool(url.host) and "#" not in redirect_uri
+
+    def issue_code(self, *, redirect_uri: str, code_challenge: str, scope: str | None) -> str:
+        """Record an approved authorization by `user` and return its code."""
+        code = tokens.new_code()
+        grant = _Grant(user=self.user, scope=scope or self.scope)
+        self._grants.append(grant)
+        self._codes[code] = _Code(grant, redirect_uri, code_challenge, self.clock())
+        logger.debug("authorization approved for user %s", grant.user.id)
+        return code
+
+    def exchange_code(self, *, code: str, redirect_uri: str, code_verifier: str) -> TokenSet:
+        """Trade an authorization code for tokens; raises `InvalidGrant`.
+
+        A code is spent by its first exchange attempt, successful or not.
+        """
+        entry = self._codes.pop(code, None)
+        if entry is None or entry.grant.revoked:
+            problem = "(unknown or already used)"
+        elif self.clock() - entry.issued_at > CODE_LIFETIME:
+            problem = "(expired)"
+        elif redirect_uri != entry.redirect_uri:
+            problem = "(redirect_uri differs from the authorize request)"
+        elif not tokens.verifier_matches(code_verifier, entry.code_challenge):
+            problem = "(code_verifier does not match code_challenge)"
+        else:
+            self.counters["code_ok"] += 1
+            return self._issue_tokens(entry.grant)
+        self.counters["code_rejected"] += 1
+        raise InvalidGrant(f"Invalid authorization code {problem}")
+
+    def refresh(self, refresh_token: str) -> TokenSet:
+        """Rotate a refresh token into a new pair; the old one dies at once."""
+        entry = self._refresh.get(refresh_token)
+        if entry is None or entry.used or entry.grant.revoked:
+            self.counters["refresh_rejected"] += 1
+            raise InvalidGrant("Invalid Token!")
+        entry.used = True
+        self.counters["refresh_ok"] += 1
+        return self._issue_tokens(entry.grant)
+
+    def revoke(self, token: str) -> None:
+        """End the grant *token* (access or refresh, current or rotated) belongs to."""
+        entry = self._access.get(token) or self._refresh.get(token)
+        if entry is not None:
+            entry.grant.revoked = True
+            logger.debug("grant of user %s revoked", entry.grant.user.id)
+        self.counters["revoke"] += 1
+
+    def authenticate(self, access_token: str) -> EmulatedUser:
+        """The user behind a bearer token; raises `InvalidAccessToken` with Zoom's text."""
+        entry = self._access.get(access_token)
+        if entry is None or entry.grant.revoked:
+            raise InvalidAccessToken("Invalid access token.")
+        if self.clock() >= entry.expires_at:
+            raise InvalidAccessToken("Access token is expired.")
+        return entry.grant.user
+
+    def user_for(self, access_token: str) -> EmulatedUser | None:
+        """The user behind a currently valid access token, else None."""
+        try:
+            return self.authenticate(access_token)
+        except InvalidAccessToken:
+            return None
+
+    def expire_access_tokens(self) -> None:
+        """Make every access token issued so far expired (the API answers 401 code 124)."""
+        for entry in self._access.values():
+            entry.expires_at = float("-inf")
+
+    def revoke_all(self) -> None:
+        """Revoke every grant: all codes and tokens issued so far stop working."""
+        for grant in self._grants:
+            grant.revoked = True
+
+    def _issue_tokens(self, grant: _Grant) -> TokenSet:
+        now = self.clock()
+        lifetime = self.token_lifetime
+        claims = {
+            "aud": "https://oauth.zoom.us",
+            "uid": grant.user.id,
+            "aid": grant.user.account_id,
+            "iss": f"zm:cid:{self.client_id}",
+            "ver": 10,
+            "nbf": int(now),
+            "iat": int(now),
+        }
+        access = tokens.new_token({**claims, "type": 0, "exp": int(now) + lifetime})
+        refresh = tokens.new_token({**claims, "type": 1, "exp": int(now) + 90 * 86400})
+        self._access[access] = _AccessToken(grant, now + lifetime)
+        self._refresh[refresh] = _RefreshToken(grant)
+        logger.debug("tokens issued for user %s", grant.user.id)
+        return TokenSet(access, refresh, lifetime, grant.scope)

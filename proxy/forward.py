@@ -1,0 +1,213 @@
+"""``/api/<path>``: forwarding to Zoom's API with the session's bearer token.
+
+The path and query go upstream byte for byte (Zoom's double-encoded meeting UUIDs
+must survive), bodies stream both ways, and a 401 from Zoom triggers one refresh and,
+when the request body could be kept, one retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from .errors import Unauthenticated, UnsafePath, UpstreamTimeout, UpstreamUnreachable
+from .keys import HTTP, REFRESHER, SETTINGS, STORAGE
+from .logs import USER_ID
+from .security import is_safe_api_path
+from .session import SessionData, Tokens, load_session_data, replace_session
+
+API_PREFIX = "/api/"
+
+#: RFC 9110 section 7.6.1, plus the non-standard ``Proxy-Connection`` still sent by some clients.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+#: Never forwarded to Zoom: the proxy's own cookies, the client's credentials, its Host.
+_DROPPED_REQUEST = HOP_BY_HOP | {"cookie", "host", "authorization", "expect"}
+_FORWARDED = frozenset({"forwarded", "x-real-ip"})
+_DROPPED_RESPONSE = HOP_BY_HOP | {"set-cookie"}
+#: Headers aiohttp's client would invent; the client's own (or none) go upstream instead.
+_NO_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
+READ_CHUNK = 1 << 16
+
+
+def _connection_named(headers: CIMultiDictProxy[str]) -> set[str]:
+    return {
+        name.strip().lower()
+        for value in headers.getall("Connection", ())
+        for name in value.split(",")
+    }
+
+
+def request_headers_for_zoom(
+    headers: CIMultiDictProxy[str], *, access_token: str, trust_forwarded: bool
+) -> CIMultiDict[str]:
+    """The client's headers minus everything Zoom must not see, plus the bearer token.
+
+    Header names with an underscore are dropped: some servers read ``X_Auth`` as
+    ``X-Auth``, which would let a client smuggle a header past these filters.
+    """
+    named = _connection_named(headers)
+    result: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in _DROPPED_REQUEST or lower in named or "_" in lower:
+            continue
+        if not trust_forwarded and (lower in _FORWARDED or lower.startswith("x-forwarded-")):
+            continue
+        result.add(name, value)
+    result["Authorization"] = f"Bearer {access_token}"
+    return result
+
+
+def response_headers_for_client(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """Zoom's headers minus hop-by-hop ones and its cookies; the rest pass unchanged."""
+    named = _connection_named(headers)
+    return CIMultiDict(
+        (name, value)
+        for name, value in headers.items()
+        if name.lower() not in _DROPPED_RESPONSE and name.lower() not in named
+    )
+
+
+def upstream_url(api_base_url: str, raw_path: str) -> URL:
+    """Zoom's URL for a raw ``/api/...`` request target, or :class:`UnsafePath`."""
+    if not raw_path.startswith(API_PREFIX):
+        raise UnsafePath()
+    path, question, query = raw_path[len(API_PREFIX) :].partition("?")
+    if not is_safe_api_path(path) or any(ord(c) < 0x21 or ord(c) == 0x7F for c in query):
+        raise UnsafePath()
+    return URL(f"{api_base_url}/{path}{question}{query}", encoded=True)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestBody:
+    """A request body: kept whole when small enough to replay, else streamed once."""
+
+    replay: bytes | None
+    stream: AsyncIterator[bytes] | None = None
+
+    @property
+    def replayable(self) -> bool:
+        return self.replay is not None
+
+    def payload(self) -> bytes | AsyncIterator[bytes] | None:
+        return self.stream if self.replay is None else (self.replay or None)
+
+
+async def read_body(request: web.Request, *, max_replay: int) -> RequestBody:
+    """Buffer a body of at most ``max_replay`` bytes; stream anything larger."""
+    if not request.body_exists:
+        return RequestBody(replay=b"")
+    length = request.content_length
+    if length is not None:
+        if length <= max_replay:
+            return RequestBody(replay=await request.read())
+        return RequestBody(replay=None, stream=_stream(b"", request.content))
+    buffered = bytearray()
+    while len(buffered) <= max_replay:
+        chunk = await request.content.readany()
+        if not chunk:
+            return RequestBody(replay=bytes(buffered))
+        buffered += chunk
+    return RequestBody(replay=None, stream=_stream(bytes(buffered), request.content))
+
+
+async def _stream(head: bytes, rest: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    if head:
+        yield head
+    while chunk := await rest.readany():
+        yield chunk
+
+
+async def _send(
+    request: web.Request, url: URL, tokens: Tokens, body: RequestBody
+) -> aiohttp.ClientResponse:
+    settings = request.app[SETTINGS]
+    headers = request_headers_for_zoom(
+        request.headers,
+        access_token=tokens.access_token,
+        trust_forwarded=settings.trust_forwarded_headers,
+    )
+    try:
+        return await request.app[HTTP].request(
+            request.method,
+            url,
+            headers=headers,
+            data=body.payload(),
+            allow_redirects=False,
+            skip_auto_headers=_NO_AUTO_HEADERS,
+        )
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise UpstreamUnreachable() from exc
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise UpstreamTimeout() from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamUnreachable() from exc
+
+
+async def forward(request: web.Request) -> web.StreamResponse:
+    """Handle ``ANY /api/<path>``."""
+    settings = request.app[SETTINGS]
+    url = upstream_url(settings.zoom.api_base_url, request.raw_path)
+    session = await load_session_data(request)
+    if session is None:
+        raise Unauthenticated()
+    request[USER_ID] = session.user.id
+    refresher = request.app[REFRESHER]
+    tokens = await refresher.fresh(session.tokens)
+    body = await read_body(request, max_replay=settings.upstream.max_replay_body)
+    upstream = await _send(request, url, tokens, body)
+    try:
+        if upstream.status == 401:
+            tokens = await refresher.after_401(tokens)
+            if body.replayable:
+                upstream.release()
+                upstream = await _send(request, url, tokens, body)
+        return await _relay(request, upstream, session, tokens)
+    finally:
+        upstream.release()
+
+
+async def _relay(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    session: SessionData,
+    tokens: Tokens,
+) -> web.StreamResponse:
+    response = web.StreamResponse(
+        status=upstream.status,
+        reason=upstream.reason,
+        headers=response_headers_for_client(upstream.headers),
+    )
+    if tokens != session.tokens:
+        # Set before prepare(): a prepared response can no longer take cookies.
+        refreshed = await replace_session(request, SessionData(tokens=tokens, user=session.user))
+        await request.app[STORAGE].save_session(request, response, refreshed)
+    await response.prepare(request)
+    try:
+        async for chunk in upstream.content.iter_chunked(READ_CHUNK):
+            await response.write(chunk)
+    except (TimeoutError, aiohttp.ClientError, ConnectionError):
+        # Zoom broke off mid-body (or the client left): cut the client's connection
+        # rather than end the body cleanly, so it can tell the body is incomplete.
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    await response.write_eof()
+    return response

@@ -1,0 +1,181 @@
+"""Zoom's OAuth 2.0 endpoints as plain async calls over one shared ``ClientSession``.
+
+Nothing here knows about the proxy's own HTTP surface. Failures become the errors
+of :mod:`proxy.errors`: Zoom refusing a grant, Zoom being down, or Zoom answering
+nonsense are three different things to the user, so they stay three exceptions.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+
+from .errors import (
+    CodeRejected,
+    RefreshRejected,
+    TokenEndpointInvalid,
+    TokenEndpointUnavailable,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from .session import Tokens, User
+
+log = logging.getLogger(__name__)
+
+#: 32 random bytes: 256 bits of state and a 43-character PKCE verifier (RFC 7636's minimum).
+RANDOM_BYTES = 32
+
+
+def random_token() -> str:
+    return secrets.token_urlsafe(RANDOM_BYTES)
+
+
+def pkce_challenge(verifier: str) -> str:
+    """The S256 code challenge for ``verifier`` (RFC 7636 section 4.2)."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class ZoomOAuth:
+    """Zoom's authorize, token, revoke and ``/users/me`` endpoints for one OAuth app."""
+
+    http: aiohttp.ClientSession
+    client_id: str
+    client_secret: str
+    authorize_url: str
+    token_url: str
+    revoke_url: str
+    api_base_url: str
+    redirect_uri: str
+    scopes: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"ZoomOAuth(client_id={self.client_id!r}, token_url={self.token_url!r})"
+
+    def authorize_redirect(self, *, state: str, verifier: str) -> str:
+        """Where to send the browser to start sign-in."""
+        params = {
+            "response_type": "code",
+            "client_id": self.client_id,
+            "redirect_uri": self.redirect_uri,
+            "state": state,
+            "code_challenge": pkce_challenge(verifier),
+            "code_challenge_method": "S256",
+        }
+        if self.scopes:
+            params["scope"] = " ".join(self.scopes)
+        separator = "&" if "?" in self.authorize_url else "?"
+        return f"{self.authorize_url}{separator}{urlencode(params)}"
+
+    async def exchange_code(self, code: str, *, verifier: str) -> Tokens:
+        """Trade an authorization code for tokens; a refused code is :class:`CodeRejected`."""
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": self.redirect_uri,
+            "code_verifier": verifier,
+        }
+        return await self._token_call(form, rejected=CodeRejected)
+
+    async def refresh(self, refresh_token: str) -> Tokens:
+        """Rotate the token pair; a dead refresh token is :class:`RefreshRejected`."""
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        return await self._token_call(form, rejected=RefreshRejected)
+
+    async def revoke(self, token: str) -> bool:
+        """Revoke the authorization at Zoom, best effort: failures are logged, not raised."""
+        try:
+            async with self.http.post(
+                self.revoke_url, data={"token": token}, auth=self._client_auth()
+            ) as response:
+                await response.read()
+                if response.status == 200:
+                    return True
+                log.warning("Zoom refused to revoke a token: HTTP %d", response.status)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("revoking at Zoom failed: %s", type(exc).__name__)
+        return False
+
+    async def fetch_user(self, access_token: str) -> User:
+        """``GET /users/me`` with a fresh access token."""
+        headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
+        try:
+            async with self.http.get(f"{self.api_base_url}/users/me", headers=headers) as response:
+                body = await _json_or_none(response)
+                status = response.status
+        except aiohttp.ServerTimeoutError as exc:
+            raise UpstreamTimeout() from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnreachable() from exc
+        if status != 200 or not isinstance(body, dict):
+            log.warning("Zoom's /users/me answered HTTP %d during sign-in", status)
+            raise UpstreamUnreachable("Zoom did not return the signed-in user. Try again.")
+        try:
+            return User.from_zoom(body)
+        except ValueError as exc:
+            raise UpstreamUnreachable("Zoom returned a user without an id.") from exc
+
+    def _client_auth(self) -> aiohttp.BasicAuth:
+        return aiohttp.BasicAuth(self.client_id, self.client_secret)
+
+    async def _token_call(
+        self, form: dict[str, str], *, rejected: type[CodeRejected | RefreshRejected]
+    ) -> Tokens:
+        try:
+            async with self.http.post(
+                self.token_url,
+                data=form,
+                auth=self._client_auth(),
+                headers={"Accept": "application/json"},
+            ) as response:
+                body = await _json_or_none(response)
+                status = response.status
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("Zoom's token endpoint is unreachable: %s", type(exc).__name__)
+            raise TokenEndpointUnavailable() from exc
+        if status >= 500 or status == 429:
+            log.warning("Zoom's token endpoint answered HTTP %d", status)
+            raise TokenEndpointUnavailable()
+        error = body.get("error") if isinstance(body, dict) else None
+        if status == 400 and error == "invalid_grant":
+            raise rejected()
+        if status != 200 or not isinstance(body, dict):
+            log.error("Zoom's token endpoint answered HTTP %d, error %r", status, error)
+            raise TokenEndpointInvalid(
+                "Zoom's token endpoint refused the proxy's request"
+                + (" (check zoom.client_id and zoom.client_secret)." if status == 401 else ".")
+            )
+        try:
+            return _tokens_from(body)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("Zoom's token endpoint answered without usable tokens")
+            raise TokenEndpointInvalid() from exc
+
+
+def _tokens_from(body: dict[str, Any]) -> Tokens:
+    access, refresh = body["access_token"], body["refresh_token"]
+    if not (isinstance(access, str) and access and isinstance(refresh, str) and refresh):
+        raise ValueError("tokens missing")
+    scope = body.get("scope", "")
+    return Tokens(
+        access_token=access,
+        refresh_token=refresh,
+        expires_at=time.time() + float(body["expires_in"]),
+        scope=scope if isinstance(scope, str) else "",
+    )
+
+
+async def _json_or_none(response: aiohttp.ClientResponse) -> Any:
+    try:
+        return await response.json(content_type=None)
+    except ValueError:
+        return None

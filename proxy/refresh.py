@@ -1,0 +1,128 @@
+"""Refreshing Zoom tokens without ever logging a user out because requests raced.
+
+Zoom's refresh tokens are single-use: each refresh returns a new pair and the old
+refresh token dies at once. Two things follow.
+
+* **Single flight.** Concurrent requests carrying the same refresh token share one
+  call to Zoom, and its outcome, success or failure, answers all of them.
+* **Rotation grace.** For ``rotation_grace`` seconds after a refresh, the superseded
+  refresh token still maps to its successor, so a request that left the browser
+  before the new cookie arrived is served with the new tokens instead of being
+  refused by Zoom.
+
+The call to Zoom runs in a task of its own: a client that disconnects mid-refresh
+cannot cancel it, so a consumed refresh token always leaves its successor behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from .errors import TokenEndpointUnavailable
+from .session import Tokens
+
+RefreshCall = Callable[[str], Awaitable[Tokens]]
+
+#: A successor chain longer than this means a loop, which a healthy Zoom never makes.
+_MAX_CHAIN = 16
+
+
+class Refresher:
+    """Single-flight refresh with a rotation grace, for one process.
+
+    >>> refresher = Refresher(oauth.refresh, margin=60, rotation_grace=60)
+    >>> tokens = await refresher.fresh(tokens)        # before forwarding
+    >>> tokens = await refresher.after_401(tokens)    # Zoom refused the access token
+    """
+
+    def __init__(
+        self,
+        refresh_call: RefreshCall,
+        *,
+        margin: float,
+        rotation_grace: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._refresh_call = refresh_call
+        self._margin = margin
+        self._grace = rotation_grace
+        self._clock = clock
+        self._in_flight: dict[str, asyncio.Future[Tokens]] = {}
+        self._successors: OrderedDict[str, tuple[float, Tokens]] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def successor(self, tokens: Tokens) -> Tokens:
+        """The newest tokens known to replace ``tokens`` within the grace, else ``tokens``."""
+        self._forget_expired()
+        for _ in range(_MAX_CHAIN):
+            entry = self._successors.get(tokens.refresh_token)
+            if entry is None:
+                break
+            tokens = entry[1]
+        return tokens
+
+    async def fresh(self, tokens: Tokens) -> Tokens:
+        """Tokens good to forward with: a successor, or a proactive refresh near expiry.
+
+        If Zoom's token endpoint is down while the access token is still valid, the
+        current token is used rather than failing a request that could succeed.
+        """
+        tokens = self.successor(tokens)
+        if not tokens.expires_within(self._margin):
+            return tokens
+        try:
+            return await self._refresh(tokens)
+        except TokenEndpointUnavailable:
+            if tokens.expires_within(0):
+                raise
+            return tokens
+
+    async def after_401(self, rejected: Tokens) -> Tokens:
+        """New tokens after Zoom refused ``rejected``'s access token."""
+        newer = self.successor(rejected)
+        if newer.access_token != rejected.access_token:
+            return newer
+        return await self._refresh(rejected)
+
+    async def _refresh(self, tokens: Tokens) -> Tokens:
+        key = tokens.refresh_token
+        future = self._in_flight.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._in_flight[key] = future
+            task = asyncio.create_task(self._run(key, future))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(future)
+
+    async def _run(self, key: str, future: asyncio.Future[Tokens]) -> None:
+        try:
+            successor = await self._refresh_call(key)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:  # every waiter learns the one outcome
+            future.set_exception(exc)
+            # All clients may have left; nobody else would ever retrieve it.
+            future.exception()
+        else:
+            self._successors[key] = (self._clock() + self._grace, successor)
+            future.set_result(successor)
+        finally:
+            del self._in_flight[key]
+
+    def _forget_expired(self) -> None:
+        now = self._clock()
+        while self._successors:
+            key, (deadline, _) = next(iter(self._successors.items()))
+            if deadline > now:
+                break
+            del self._successors[key]
+
+    async def close(self) -> None:
+        """Let in-flight refreshes finish so no consumed token is lost at shutdown."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,404 @@
+"""Tests for proxy.config: loading, ${ENV} substitution, conversion and validation."""
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from proxy.config import (
+    AccessSettings,
+    ConfigError,
+    CorsSettings,
+    ListenSettings,
+    LoggingSettings,
+    MetricsSettings,
+    RefreshSettings,
+    Secret,
+    SessionSettings,
+    Settings,
+    UpstreamSettings,
+    ZoomSettings,
+    generate_key,
+    load_settings,
+    settings_from_mapping,
+)
+
+SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
+KEY = "0vGMPKzeUvVoS1mVUr5h3aNdvJyxKDu0GjTNlP2tNnI="
+CLIENT_SECRET = "s3cr3t-client-value"
+SHIPPED_ENV = {
+    "ZOOM_CLIENT_ID": "the-client-id",
+    "ZOOM_CLIENT_SECRET": CLIENT_SECRET,
+    "PROXY_SESSION_KEY": KEY,
+}
+
+
+def _config(**overrides: object) -> dict[str, object]:
+    """A minimal valid config; a mapping override is merged into that section."""
+    data: dict[str, object] = {
+        "zoom": {"client_id": "id", "client_secret": CLIENT_SECRET},
+        "session": {"secret_keys": [KEY]},
+    }
+    for name, value in overrides.items():
+        base = data.get(name)
+        if isinstance(value, Mapping) and isinstance(base, Mapping):
+            value = {**base, **value}
+        data[name] = value
+    return data
+
+
+def _settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    return settings_from_mapping(_config(**overrides), environ or {})
+
+
+def _problems(environ: Mapping[str, str] | None = None, **overrides: object) -> tuple[str, ...]:
+    with pytest.raises(ConfigError) as info:
+        _settings(environ, **overrides)
+    return info.value.problems
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_match_spec() -> None:
+    settings = _settings()
+    assert settings.listen == ListenSettings(host="0.0.0.0", port=8080, shutdown_timeout=10.0)  # noqa: S104
+    assert settings.public_url == "http://localhost:8080"
+    assert settings.trust_forwarded_headers is False
+    assert settings.zoom == ZoomSettings(
+        client_id="id",
+        client_secret=Secret(CLIENT_SECRET),
+        redirect_uri=None,
+        authorize_url="https://zoom.us/oauth/authorize",
+        token_url="https://zoom.us/oauth/token",
+        revoke_url="https://zoom.us/oauth/revoke",
+        api_base_url="https://api.zoom.us/v2",
+        scopes=(),
+    )
+    assert settings.session == SessionSettings(
+        secret_keys=(Secret(KEY),),
+        cookie_name="zoom_proxy",
+        cookie_secure=True,
+        cookie_samesite="Lax",
+        max_age=7776000,
+    )
+    assert settings.refresh == RefreshSettings(margin=60.0, rotation_grace=60.0)
+    assert settings.upstream == UpstreamSettings(
+        connect_timeout=5.0, timeout=60.0, max_replay_body=1048576
+    )
+    assert settings.cors == CorsSettings(allowed_origins=())
+    assert settings.access == AccessSettings((), (), ())
+    assert settings.logging == LoggingSettings(level="info", format="text")
+    assert settings.metrics == MetricsSettings(enabled=True)
+
+
+def test_shipped_config_loads_with_environment_set() -> None:
+    settings = load_settings(SHIPPED_CONFIG, environ=SHIPPED_ENV)
+    assert settings.zoom.client_id == "the-client-id"
+    assert settings.zoom.client_secret == Secret(CLIENT_SECRET)
+    assert settings.session.secret_keys == (Secret(KEY),)
+    assert settings == _settings(zoom={"client_id": "the-client-id"}), (
+        "the shipped file should hold the defaults"
+    )
+
+
+def test_shipped_config_names_each_unset_variable() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(SHIPPED_CONFIG, environ={})
+    assert info.value.problems == (
+        "zoom.client_id: environment variable ZOOM_CLIENT_ID is not set",
+        "zoom.client_secret: environment variable ZOOM_CLIENT_SECRET is not set",
+        "session.secret_keys[0]: environment variable PROXY_SESSION_KEY is not set",
+    )
+
+
+def test_config_path_comes_from_zoom_proxy_config(tmp_path: Path) -> None:
+    path = _write(tmp_path, "zoom: {client_id: x}\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"ZOOM_PROXY_CONFIG": str(path)})
+    assert "zoom.client_secret: required" in info.value.problems
+
+
+def test_env_default_applies_when_unset() -> None:
+    settings = _settings(zoom={"client_id": "${CLIENT:-fallback}"})
+    assert settings.zoom.client_id == "fallback"
+
+
+def test_env_default_applies_when_set_but_empty() -> None:
+    settings = _settings({"CLIENT": ""}, zoom={"client_id": "${CLIENT:-fallback}"})
+    assert settings.zoom.client_id == "fallback"
+
+
+def test_env_value_wins_over_default() -> None:
+    settings = _settings({"CLIENT": "real"}, zoom={"client_id": "${CLIENT:-fallback}"})
+    assert settings.zoom.client_id == "real"
+
+
+def test_env_references_anywhere_in_a_string() -> None:
+    environ = {"HOST": "proxy.example.com", "PORT": "8443"}
+    settings = _settings(environ, public_url="https://${HOST}:${PORT}")
+    assert settings.public_url == "https://proxy.example.com:8443"
+
+
+def test_unset_variable_without_default_is_named() -> None:
+    problems = _problems(listen={"host": "${BIND_HOST}"})
+    assert problems == ("listen.host: environment variable BIND_HOST is not set",)
+
+
+def test_strings_convert_to_int_bool_and_float() -> None:
+    environ = {"PORT": "9090", "SECURE": "false", "GRACE": "2.5"}
+    settings = _settings(
+        environ,
+        listen={"port": "${PORT}"},
+        session={"cookie_secure": "${SECURE}"},
+        refresh={"rotation_grace": "${GRACE}"},
+        trust_forwarded_headers="Yes",
+    )
+    assert settings.listen.port == 9090
+    assert settings.session.cookie_secure is False
+    assert settings.refresh.rotation_grace == 2.5
+    assert settings.trust_forwarded_headers is True
+
+
+def test_yaml_boolean_is_not_a_port() -> None:
+    assert _problems(listen={"port": True}) == ("listen.port: expected an integer, got True",)
+
+
+def test_wrong_type_names_key_and_value() -> None:
+    assert _problems(listen={"port": "abc"}) == ("listen.port: expected an integer, got 'abc'",)
+
+
+def test_port_out_of_range() -> None:
+    assert _problems(listen={"port": 70000}) == (
+        "listen.port: must be between 1 and 65535, got 70000",
+    )
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    problems = _problems(
+        zoom={"client_id": ""},
+        listen={"port": "abc"},
+        logging={"level": "loud"},
+        upstream={"timeout": 0},
+    )
+    assert problems == (
+        "zoom.client_id: required",
+        "listen.port: expected an integer, got 'abc'",
+        "upstream.timeout: must be greater than 0, got 0.0",
+        "logging.level: expected one of debug, info, warning, error, critical, got 'loud'",
+    )
+
+
+def test_missing_required_values_say_required() -> None:
+    problems = _problems(zoom={"client_id": None, "client_secret": None}, session={})
+    assert problems == (
+        "zoom.client_id: required",
+        "zoom.client_secret: required",
+    )
+    with pytest.raises(ConfigError) as info:
+        settings_from_mapping({}, {})
+    assert info.value.problems == (
+        "zoom.client_id: required",
+        "zoom.client_secret: required",
+        "session.secret_keys: required",
+    )
+
+
+def test_empty_secret_keys_list_is_required() -> None:
+    assert _problems(session={"secret_keys": []}) == ("session.secret_keys: required",)
+
+
+def test_unset_optional_secret_key_is_skipped() -> None:
+    settings = _settings(session={"secret_keys": [KEY, "${OLD_KEY:-}"]})
+    assert settings.session.secret_keys == (Secret(KEY),)
+
+
+def test_unknown_keys_are_reported_at_every_level() -> None:
+    problems = _problems(zoom={"clinet_typo": "x"}, listne={}, logging={"colour": True})
+    assert problems == (
+        "listne: unknown key",
+        "zoom.clinet_typo: unknown key",
+        "logging.colour: unknown key",
+    )
+
+
+def test_invalid_secret_key() -> None:
+    problems = _problems(session={"secret_keys": [KEY, "not-a-fernet-key"]})
+    assert problems == ("session.secret_keys[1]: not a valid key",)
+
+
+def test_generated_key_is_accepted() -> None:
+    key = generate_key()
+    Fernet(key)
+    assert _settings(session={"secret_keys": [key]}).session.secret_keys == (Secret(key),)
+
+
+def test_secrets_never_appear_in_repr() -> None:
+    text = repr(_settings()) + str(_settings().zoom.client_secret)
+    assert CLIENT_SECRET not in text
+    assert KEY not in text
+    assert repr(Secret("x")) == "Secret('**********')"
+
+
+def test_secrets_never_appear_in_error_messages() -> None:
+    short_key = KEY[:-4]
+    problems = _problems(
+        zoom={"client_secret": [CLIENT_SECRET]},
+        session={"secret_keys": [short_key, 12345]},
+    )
+    assert problems == (
+        "zoom.client_secret: expected a string, got a list",
+        "session.secret_keys[0]: not a valid key",
+        "session.secret_keys[1]: not a valid key",
+    )
+    assert _problems(session={"secret_keys": KEY}) == (
+        "session.secret_keys: expected a list of keys, got a string",
+    )
+
+
+def test_redirect_uri_defaults_to_public_url_callback() -> None:
+    settings = _settings(public_url="https://Proxy.Example.com/")
+    assert settings.public_url == "https://proxy.example.com"
+    assert settings.redirect_uri == "https://proxy.example.com/auth/callback"
+
+
+def test_explicit_redirect_uri_is_used() -> None:
+    settings = _settings(zoom={"redirect_uri": "https://example.com/cb"})
+    assert settings.redirect_uri == "https://example.com/cb"
+
+
+def test_public_url_must_be_an_origin() -> None:
+    assert _problems(public_url="ftp://example.com/app?x=1") == (
+        "public_url: expected http(s)://host[:port] with no path, got 'ftp://example.com/app?x=1'",
+    )
+
+
+def test_urls_must_be_absolute_http() -> None:
+    problems = _problems(zoom={"token_url": "/oauth/token", "redirect_uri": "https://x/cb#frag"})
+    assert problems == (
+        "zoom.redirect_uri: must not contain a fragment (#...), got 'https://x/cb#frag'",
+        "zoom.token_url: expected an absolute http(s) URL, got '/oauth/token'",
+    )
+
+
+def test_api_base_url_trailing_slash_is_stripped() -> None:
+    settings = _settings(zoom={"api_base_url": "http://127.0.0.1:9000/v2/"})
+    assert settings.zoom.api_base_url == "http://127.0.0.1:9000/v2"
+
+
+def test_scopes_accept_a_space_separated_string() -> None:
+    settings = _settings(zoom={"scopes": "user:read  meeting:write"})
+    assert settings.zoom.scopes == ("user:read", "meeting:write")
+
+
+def test_origins_are_normalised() -> None:
+    origins = ["HTTPS://App.Example.com:443", "http://localhost:80", "http://[::1]:3000"]
+    settings = _settings(cors={"allowed_origins": origins})
+    assert settings.cors.allowed_origins == (
+        "https://app.example.com",
+        "http://localhost",
+        "http://[::1]:3000",
+    )
+
+
+def test_bad_origins_are_each_reported() -> None:
+    problems = _problems(cors={"allowed_origins": ["*", "https://a.example/path", 7]})
+    assert problems == (
+        "cors.allowed_origins[0]: expected an origin http(s)://host[:port], got '*'",
+        "cors.allowed_origins[1]: expected an origin http(s)://host[:port], got "
+        "'https://a.example/path'",
+        "cors.allowed_origins[2]: expected a string, got 7",
+    )
+
+
+def test_access_emails_and_domains_are_lower_cased() -> None:
+    access = {"allowed_emails": ["Ann@Example.COM"], "allowed_email_domains": ["Example.ORG"]}
+    settings = _settings(access=access)
+    assert settings.access.allowed_emails == ("ann@example.com",)
+    assert settings.access.allowed_email_domains == ("example.org",)
+
+
+def test_bad_emails_and_domains() -> None:
+    access = {"allowed_emails": ["a@b@c", "plain"], "allowed_email_domains": ["@example.org"]}
+    assert _problems(access=access) == (
+        "access.allowed_emails[0]: expected an email address with exactly one '@', got 'a@b@c'",
+        "access.allowed_emails[1]: expected an email address with exactly one '@', got 'plain'",
+        "access.allowed_email_domains[0]: expected a domain without '@', got '@example.org'",
+    )
+
+
+def test_samesite_is_normalised() -> None:
+    assert _settings(session={"cookie_samesite": "strict"}).session.cookie_samesite == "Strict"
+
+
+def test_bad_samesite() -> None:
+    assert _problems(session={"cookie_samesite": "Loose"}) == (
+        "session.cookie_samesite: expected one of Lax, Strict, None, got 'Loose'",
+    )
+
+
+def test_samesite_none_requires_secure_cookie() -> None:
+    problems = _problems(session={"cookie_samesite": "none", "cookie_secure": False})
+    assert problems == (
+        "session.cookie_samesite: None requires cookie_secure: true (browsers reject it otherwise)",
+    )
+
+
+def test_bad_cookie_name() -> None:
+    assert _problems(session={"cookie_name": "my cookie"}) == (
+        "session.cookie_name: expected letters, digits, '-', '_' or '.', got 'my cookie'",
+    )
+
+
+def test_section_must_be_a_mapping() -> None:
+    assert _problems(listen=8080) == ("listen: expected a mapping, got int",)
+
+
+def test_yaml_syntax_error_is_one_config_error(tmp_path: Path) -> None:
+    path = _write(tmp_path, "listen:\n  port: [8080\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{path}:")
+    assert "invalid YAML" in problem
+
+
+def test_missing_file_is_one_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    assert info.value.problems == (f"{path}: config file not found",)
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
+    path = _write(tmp_path, "- a\n- b\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    assert info.value.problems == (
+        f"{path}: the top level must be a mapping of settings, got a list",
+    )
+
+
+def test_error_str_joins_problems_with_newlines() -> None:
+    assert str(ConfigError("a: x", "b: y")) == "a: x\nb: y"
+
+
+def test_settings_are_frozen() -> None:
+    settings = _settings()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.public_url = "http://elsewhere"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.listen.port = 1  # type: ignore[misc]
+
+
+def test_malformed_urls_are_problems_not_crashes() -> None:
+    problems = _problems(public_url="http://[::1:80", zoom={"token_url": "https://h:99999/t"})
+    assert problems == (
+        "zoom.token_url: expected an absolute http(s) URL, got 'https://h:99999/t'",
+        "public_url: expected http(s)://host[:port] with no path, got 'http://[::1:80'",
+    )
