@@ -95,7 +95,7 @@ class ZoomOAuth:
         """Revoke the authorization at Zoom, best effort: failures are logged, not raised."""
         try:
             async with self.http.post(
-                self.revoke_url, data={"token": token}, auth=self._client_auth()
+                self.revoke_url, data={"token": token}, headers=self._client_auth()
             ) as response:
                 await response.read()
                 if response.status == 200:
@@ -124,8 +124,10 @@ class ZoomOAuth:
         except ValueError as exc:
             raise UpstreamUnreachable("Zoom returned a user without an id.") from exc
 
-    def _client_auth(self) -> aiohttp.BasicAuth:
-        return aiohttp.BasicAuth(self.client_id, self.client_secret)
+    def _client_auth(self) -> dict[str, str]:
+        """HTTP Basic client authentication, as Zoom's token and revoke endpoints require."""
+        credentials = f"{self.client_id}:{self.client_secret}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(credentials).decode("ascii")}
 
     async def _token_call(
         self, form: dict[str, str], *, rejected: type[CodeRejected | RefreshRejected]
@@ -134,8 +136,7 @@ class ZoomOAuth:
             async with self.http.post(
                 self.token_url,
                 data=form,
-                auth=self._client_auth(),
-                headers={"Accept": "application/json"},
+                headers={**self._client_auth(), "Accept": "application/json"},
             ) as response:
                 body = await _json_or_none(response)
                 status = response.status

@@ -1,14 +1,16 @@
 """A local Zoom for demos and tests: OAuth with PKCE and rotation, and a bit of ``/v2``.
 
-Modules: `state` (the rules and the app factory), `oauth` and `api` (the HTTP
-surface), `tokens` (token shapes and PKCE), `models` (values handed out).
+Modules: `state` (Zoom's rules and the app factory), `oauth` and `api` (the HTTP
+surface), `tokens` (token shapes and PKCE), `models` (values handed out),
+`access_log` (an access log that never prints a query string).
 
 Example::
 
     emulator = ZoomEmulator(auto_approve=False, token_lifetime=60)
-    web.run_app(emulator.app(), port=9000)
+    web.run_app(emulator.app(), port=9000, access_log_class=AccessLogger)
 """
 
+from .access_log import AccessLogger
 from .api import download_chunks
 from .models import EmulatedUser, RecordedRequest, TokenSet
 from .state import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_SCOPE, ZoomEmulator
@@ -18,6 +20,7 @@ __all__ = [
     "DEFAULT_CLIENT_ID",
     "DEFAULT_CLIENT_SECRET",
     "DEFAULT_SCOPE",
+    "AccessLogger",
     "EmulatedUser",
     "RecordedRequest",
     "TokenSet",

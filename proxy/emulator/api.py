@@ -98,6 +98,7 @@ class ApiRoutes:
         router.add_get("/_test/broken", self.broken)
         return app
 
+    @web.middleware
     async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Record, authenticate, then route; unknown paths answer Zoom's JSON 404."""
         emulator = self._emulator

@@ -6,6 +6,8 @@ bodies Zoom sends. Nothing here logs a code, token or secret.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import html
 import re
 from collections.abc import Mapping
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
-from aiohttp import BasicAuth, web
+from aiohttp import web
 
 from .models import InvalidGrant
 
@@ -187,11 +189,21 @@ class OAuthRoutes:
         return _with_query(ask.redirect_uri, params)
 
     def _client_authenticated(self, request: web.Request) -> bool:
-        try:
-            auth = BasicAuth.decode(request.headers.get("Authorization", ""))
-        except ValueError:
-            return False
-        return self._emulator.client_matches(auth.login, auth.password)
+        credentials = _basic_credentials(request.headers.get("Authorization", ""))
+        return credentials is not None and self._emulator.client_matches(*credentials)
+
+
+def _basic_credentials(header: str) -> tuple[str, str] | None:
+    """(client_id, client_secret) from an ``Authorization: Basic`` value, else None."""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    client_id, colon, client_secret = decoded.partition(":")
+    return (client_id, client_secret) if colon else None
 
 
 def _invalid_client() -> web.Response:

@@ -79,6 +79,8 @@ class ZoomEmulator:
 
     Tests steer it through public attributes and read what happened from others:
 
+    - `client_id`, `client_secret`: the only client credentials accepted.
+    - `auto_approve`: redirect with a code at once, or show an approve/deny page.
     - `user`: who approves the next authorization (a grant keeps the user it began with).
     - `token_lifetime`: ``expires_in`` of tokens issued from now on.
     - `scope`: what is granted when the authorize request names no ``scope``.
@@ -88,6 +90,7 @@ class ZoomEmulator:
       "refresh_rejected", "revoke", "api_ok", "api_401".
     - `api_requests`: every request that reached ``/v2``, as received.
     - `meetings`: meetings created through the API, by user id.
+    - `clock`: seconds since the epoch; code age and token expiry follow it.
     """
 
     def __init__(
@@ -101,7 +104,7 @@ class ZoomEmulator:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.client_id = client_id
-        self._client_secret = client_secret
+        self.client_secret = client_secret
         self.user = user if user is not None else default_user()
         self.token_lifetime = token_lifetime
         self.auto_approve = auto_approve
@@ -112,7 +115,7 @@ class ZoomEmulator:
         self.api_requests: list[RecordedRequest] = []
         self.meetings: dict[str, list[dict[str, Any]]] = {}
         self._mode = "ok"
-        self._mode_changed: asyncio.Event | None = None
+        self._changed: asyncio.Event | None = None  # set and replaced on every change
         self._stalled = 0
         self._grants: list[_Grant] = []
         self._codes: dict[str, _Code] = {}
@@ -138,32 +141,48 @@ class ZoomEmulator:
         if mode not in TOKEN_ENDPOINT_MODES:
             raise ValueError(f"token_endpoint_mode must be one of {sorted(TOKEN_ENDPOINT_MODES)}")
         self._mode = mode
-        if self._mode_changed is not None:
-            self._mode_changed.set()
-            self._mode_changed = None
+        self._announce_change()
 
     @property
     def stalled_token_requests(self) -> int:
-        """How many token requests are being held by the ``"slow"`` mode right now."""
+        """How many token requests the ``"slow"`` mode is holding right now."""
         return self._stalled
+
+    async def wait_for_stalled_token_requests(self, count: int = 1) -> None:
+        """Return once the ``"slow"`` mode holds at least *count* token requests."""
+        while self._stalled < count:
+            await self._next_change()
 
     async def wait_while_slow(self) -> None:
         """Return once `token_endpoint_mode` is not ``"slow"``."""
+        if self._mode != "slow":
+            return
         self._stalled += 1
+        self._announce_change()
         try:
             while self._mode == "slow":
-                if self._mode_changed is None:
-                    self._mode_changed = asyncio.Event()
-                await self._mode_changed.wait()
+                await self._next_change()
         finally:
             self._stalled -= 1
+            self._announce_change()
+
+    def _announce_change(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def _next_change(self) -> None:
+        # Created lazily, so the event belongs to the loop that waits on it.
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        await self._changed.wait()
 
     # --- OAuth rules ----------------------------------------------------------------
 
     def client_matches(self, client_id: str, client_secret: str) -> bool:
         """Whether the credentials are this emulator's client id and secret."""
         id_ok = secrets.compare_digest(client_id.encode(), self.client_id.encode())
-        secret_ok = secrets.compare_digest(client_secret.encode(), self._client_secret.encode())
+        secret_ok = secrets.compare_digest(client_secret.encode(), self.client_secret.encode())
         return id_ok and secret_ok
 
     def redirect_uri_allowed(self, redirect_uri: str) -> bool:
@@ -238,6 +257,10 @@ class ZoomEmulator:
             return self.authenticate(access_token)
         except InvalidAccessToken:
             return None
+
+    def issued_tokens(self) -> list[str]:
+        """Every access and refresh token issued so far, for checking nothing leaks them."""
+        return [*self._access, *self._refresh]
 
     def expire_access_tokens(self) -> None:
         """Make every access token issued so far expired (the API answers 401 code 124)."""

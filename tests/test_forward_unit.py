@@ -1,0 +1,123 @@
+"""Header filtering and the upstream URL, on their own."""
+
+from __future__ import annotations
+
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxy.errors import UnsafePath
+from proxy.forward import request_headers_for_zoom, response_headers_for_client, upstream_url
+
+
+def headers(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
+    return CIMultiDictProxy(CIMultiDict(pairs))
+
+
+def for_zoom(*pairs: tuple[str, str], trust_forwarded: bool = False) -> CIMultiDict[str]:
+    return request_headers_for_zoom(
+        headers(*pairs), access_token="TOKEN", trust_forwarded=trust_forwarded
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Connection",
+        "Keep-Alive",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Proxy-Authorization",
+        "Proxy-Connection",
+        "Cookie",
+        "Host",
+    ],
+)
+def test_hop_by_hop_and_client_identity_headers_are_dropped(name: str) -> None:
+    assert name not in for_zoom((name, "x"), ("Accept", "application/json"))
+
+
+def test_the_client_authorization_is_replaced_by_the_session_bearer() -> None:
+    result = for_zoom(("Authorization", "Bearer stolen"), ("authorization", "Basic x"))
+    assert result.getall("Authorization") == ["Bearer TOKEN"]
+
+
+def test_headers_named_in_connection_are_dropped() -> None:
+    result = for_zoom(("Connection", "close, X-Secret"), ("X-Secret", "1"), ("X-Kept", "2"))
+    assert "X-Secret" not in result
+    assert result["X-Kept"] == "2"
+
+
+def test_connection_cannot_strip_the_bearer() -> None:
+    assert for_zoom(("Connection", "Authorization"))["Authorization"] == "Bearer TOKEN"
+
+
+def test_underscore_header_names_cannot_smuggle() -> None:
+    result = for_zoom(("X_Forwarded_For", "1.2.3.4"), ("Authorization_", "x"), ("X-Ok", "1"))
+    assert list(result.keys()) == ["X-Ok", "Authorization"]
+
+
+def test_forwarded_headers_are_dropped_unless_trusted() -> None:
+    pairs = (("X-Forwarded-For", "1.2.3.4"), ("Forwarded", "for=1.2.3.4"), ("X-Real-IP", "1"))
+    assert set(for_zoom(*pairs).keys()) == {"Authorization"}
+    assert set(for_zoom(*pairs, trust_forwarded=True).keys()) == {
+        "X-Forwarded-For",
+        "Forwarded",
+        "X-Real-IP",
+        "Authorization",
+    }
+
+
+def test_end_to_end_headers_pass_in_order_with_repeats() -> None:
+    result = for_zoom(("Accept", "a"), ("X-Multi", "1"), ("X-Multi", "2"), ("Content-Type", "t"))
+    assert list(result.items())[:4] == [
+        ("Accept", "a"),
+        ("X-Multi", "1"),
+        ("X-Multi", "2"),
+        ("Content-Type", "t"),
+    ]
+
+
+def test_zoom_set_cookie_and_hop_by_hop_are_dropped_on_the_way_out() -> None:
+    result = response_headers_for_client(
+        headers(
+            ("Set-Cookie", "zm=1"),
+            ("Transfer-Encoding", "chunked"),
+            ("Connection", "X-Hop"),
+            ("X-Hop", "1"),
+            ("Content-Encoding", "gzip"),
+            ("Retry-After", "Sat, 28 Nov 2026 10:00:00 GMT"),
+        )
+    )
+    assert list(result.items()) == [
+        ("Content-Encoding", "gzip"),
+        ("Retry-After", "Sat, 28 Nov 2026 10:00:00 GMT"),
+    ]
+
+
+def test_the_upstream_url_keeps_path_and_query_byte_for_byte() -> None:
+    raw = "/api/meetings/%252FajXp%252F%252Fab%253D%253D/recordings?a=%2F%20b&c"
+    url = upstream_url("https://api.zoom.us/v2", raw)
+    assert (
+        str(url)
+        == "https://api.zoom.us/v2/meetings/%252FajXp%252F%252Fab%253D%253D/recordings?a=%2F%20b&c"
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "/api/../oauth/token",
+        "/api/users/%2e%2e/x",
+        "/api//users",
+        "/api/a%2Fb",
+        "/api/",
+        "/api%2Fusers",
+        "/apix/users",
+        "/api/users\\me",
+    ],
+)
+def test_unsafe_paths_never_make_an_upstream_url(raw: str) -> None:
+    with pytest.raises(UnsafePath):
+        upstream_url("https://api.zoom.us/v2", raw)

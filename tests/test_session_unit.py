@@ -1,0 +1,141 @@
+"""Session values and their chunked, encrypted cookies."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+from aiohttp_session import Session
+from cryptography.fernet import Fernet
+
+from proxy.session import (
+    COOKIE_BYTES_LIMIT,
+    ChunkedCookieStorage,
+    SessionData,
+    Tokens,
+    User,
+    make_fernet,
+)
+
+KEY = Fernet.generate_key().decode()
+
+
+def storage(*keys: str) -> ChunkedCookieStorage:
+    return ChunkedCookieStorage(
+        make_fernet(keys or (KEY,)),
+        cookie_name="zoom_proxy",
+        max_age=3600,
+        secure=True,
+        samesite="Lax",
+    )
+
+
+def session_data(token_length: int) -> SessionData:
+    return SessionData(
+        tokens=Tokens(
+            access_token="a" * token_length,
+            refresh_token="r" * token_length,
+            expires_at=1234567890.0,
+            scope="meeting:read",
+        ),
+        user=User(
+            id="u1", email="u@example.com", first_name="U", last_name="One", account_id="acc"
+        ),
+    )
+
+
+def request_with(cookies: dict[str, str]) -> web.Request:
+    header = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    return make_mocked_request("GET", "/", headers={"Cookie": header} if header else {})
+
+
+async def saved(
+    store: ChunkedCookieStorage, data: SessionData | None, request: web.Request
+) -> web.Response:
+    session = Session(None, data=None, new=True, max_age=3600)
+    if data is not None:
+        session.update(data.to_json())
+    response = web.Response()
+    await store.save_session(request, response, session)
+    return response
+
+
+def set_cookie_headers(response: web.Response) -> list[str]:
+    return [morsel.OutputString() for morsel in response.cookies.values()]
+
+
+async def test_a_2000_character_token_pair_is_split_and_every_header_fits() -> None:
+    store = storage()
+    response = await saved(store, session_data(2000), request_with({}))
+    headers = set_cookie_headers(response)
+    assert len(headers) >= 2
+    assert all(len(h.encode()) <= COOKIE_BYTES_LIMIT for h in headers)
+    cookies = {m.key: m.value for m in response.cookies.values()}
+    loaded = await store.load_session(request_with(cookies))
+    assert SessionData.from_json(loaded) == session_data(2000)
+
+
+async def test_a_small_session_is_one_cookie_with_the_required_attributes() -> None:
+    response = await saved(storage(), session_data(600), request_with({}))
+    (header,) = set_cookie_headers(response)
+    assert header.startswith("zoom_proxy=")
+    for attribute in ("HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age=3600"):
+        assert attribute in header
+
+
+async def test_chunks_a_shrunken_session_no_longer_uses_are_expired() -> None:
+    store = storage()
+    big = await saved(store, session_data(2000), request_with({}))
+    big_cookies = {m.key: m.value for m in big.cookies.values()}
+    small = await saved(store, session_data(600), request_with(big_cookies))
+    expired = {m.key for m in small.cookies.values() if m["max-age"] == "0"}
+    assert expired == set(big_cookies) - {"zoom_proxy"}
+
+
+async def test_an_emptied_session_expires_every_chunk() -> None:
+    store = storage()
+    big = await saved(store, session_data(2000), request_with({}))
+    big_cookies = {m.key: m.value for m in big.cookies.values()}
+    cleared = await saved(store, None, request_with(big_cookies))
+    assert {m.key for m in cleared.cookies.values() if m["max-age"] == "0"} == set(big_cookies)
+
+
+async def test_tampered_cookie_loads_as_signed_out() -> None:
+    store = storage()
+    response = await saved(store, session_data(600), request_with({}))
+    value = response.cookies["zoom_proxy"].value
+    tampered = value[:50] + ("A" if value[50] != "A" else "B") + value[51:]
+    assert (await store.load_session(request_with({"zoom_proxy": tampered}))).empty
+
+
+async def test_cookie_from_an_unknown_key_loads_as_signed_out() -> None:
+    response = await saved(
+        storage(Fernet.generate_key().decode()), session_data(600), request_with({})
+    )
+    cookies = {"zoom_proxy": response.cookies["zoom_proxy"].value}
+    assert (await storage().load_session(request_with(cookies))).empty
+
+
+async def test_a_retired_key_still_decrypts_while_listed_second() -> None:
+    old_key = Fernet.generate_key().decode()
+    response = await saved(storage(old_key), session_data(600), request_with({}))
+    cookies = {"zoom_proxy": response.cookies["zoom_proxy"].value}
+    loaded = await storage(KEY, old_key).load_session(request_with(cookies))
+    assert SessionData.from_json(loaded) == session_data(600)
+
+
+async def test_the_first_key_encrypts() -> None:
+    new_key = Fernet.generate_key().decode()
+    response = await saved(storage(new_key, KEY), session_data(600), request_with({}))
+    token = response.cookies["zoom_proxy"].value.encode()
+    assert json.loads(Fernet(new_key).decrypt(token))["session"]["user"]["id"] == "u1"
+
+
+def test_malformed_session_json_is_signed_out() -> None:
+    assert SessionData.from_json({"tokens": {"access_token": ""}, "user": {}}) is None
+    assert SessionData.from_json({"tokens": "x", "user": []}) is None
+
+
+def test_tokens_repr_hides_the_tokens() -> None:
+    assert "aaaa" not in repr(session_data(600).tokens)
