@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Sequence
 
@@ -10,7 +11,7 @@ from aiohttp import web
 
 from . import serve
 from .app import create_app
-from .config import ConfigError, Settings, generate_key, load_settings
+from .config import ConfigError, LoggingSettings, Settings, generate_key, load_settings
 from .logs import configure_logging
 
 EXIT_BAD_CONFIG = 2
@@ -61,33 +62,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings is None:
         return EXIT_BAD_CONFIG
     configure_logging(settings.logging)
-    web.run_app(
+    _serve(
         create_app(settings),
         host=settings.listen.host,
         port=settings.listen.port,
         shutdown_timeout=settings.listen.shutdown_timeout,
-        print=lambda *_: print(f"zoom-proxy listening on {settings.public_url}", flush=True),
-        **serve.SERVER_OPTIONS,  # type: ignore[arg-type]
+        message=f"zoom-proxy listening on {settings.public_url}",
     )
     return 0
 
 
 def _run_demo(port: int) -> int:
-    from .config import LoggingSettings
     from .demo import demo_app
 
     configure_logging(LoggingSettings())
-    url = f"http://localhost:{port}/"
-    web.run_app(
-        demo_app(port),
-        host="localhost",
-        port=port,
-        print=lambda *_: print(
-            f"zoom-proxy demo with the built-in Zoom emulator: open {url}", flush=True
-        ),
-        **serve.SERVER_OPTIONS,  # type: ignore[arg-type]
-    )
+
+    async def run() -> None:
+        await serve.serve_until_signalled(
+            await demo_app(port),
+            host="localhost",
+            port=port,
+            shutdown_timeout=1.0,
+            announce=lambda: _announce(
+                f"zoom-proxy demo, with the built-in Zoom emulator: open http://localhost:{port}/"
+            ),
+        )
+
+    asyncio.run(run())
     return 0
+
+
+def _serve(
+    app: web.Application, *, host: str, port: int, shutdown_timeout: float, message: str
+) -> None:
+    asyncio.run(
+        serve.serve_until_signalled(
+            app,
+            host=host,
+            port=port,
+            shutdown_timeout=shutdown_timeout,
+            announce=lambda: _announce(message),
+        )
+    )
+
+
+def _announce(message: str) -> None:
+    print(message, flush=True)
 
 
 if __name__ == "__main__":

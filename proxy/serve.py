@@ -1,17 +1,34 @@
-"""Running an app on a socket with the proxy's server options."""
+"""Serving an app: the proxy's server limits, quiet parser errors, and signals.
+
+aiohttp answers a request its parser refuses (an oversized header, a bad request
+line) before any middleware runs, with a page that quotes the first 100 bytes of
+the offending line and a logged traceback doing the same. For a ``Cookie`` header
+that is a session cookie. :class:`ProxyRunner` answers those with a plain JSON error
+that quotes nothing.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any
+
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
+from aiohttp.web_protocol import RequestHandler
 
 from .logs import AccessLogger
 
-#: Cookie headers of at least 16 KiB must be accepted (chunked sessions); aiohttp's
-#: default of 8190 bytes would refuse them with a page that echoes the cookie.
+log = logging.getLogger(__name__)
+
+#: Cookie headers of at least 16 KiB must be accepted (chunked sessions).
 MAX_FIELD_SIZE = 32 * 1024
+#: The request line: path and query. Zoom's own limits are far below this.
 MAX_LINE_SIZE = 16 * 1024
 
-SERVER_OPTIONS: dict[str, object] = {
+SERVER_OPTIONS: dict[str, Any] = {
     "max_field_size": MAX_FIELD_SIZE,
     "max_line_size": MAX_LINE_SIZE,
     # A client that disconnects cancels its handler, which closes its upstream request.
@@ -20,11 +37,77 @@ SERVER_OPTIONS: dict[str, object] = {
 }
 
 
+def _refusal(exc: BaseException | None) -> tuple[int, str, str]:
+    if isinstance(exc, LineTooLong):
+        if exc.args[1] == MAX_LINE_SIZE:
+            return 414, "uri_too_long", f"The request line is over {MAX_LINE_SIZE} bytes."
+        return 431, "headers_too_large", f"A request header is over {MAX_FIELD_SIZE} bytes."
+    return 400, "bad_request", "The request is not valid HTTP."
+
+
+class _QuietRequestHandler(RequestHandler):
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response has started; the connection is closed instead")
+        if status == 400:
+            status, code, text = _refusal(exc)
+        else:
+            code, text = "internal_error", "The proxy failed; this is a bug."
+        log.warning("refused a request from %s: %d %s", request.remote, status, code)
+        response = web.json_response({"error": code, "message": text}, status=status)
+        response.force_close()
+        return response
+
+
+class _QuietServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _QuietRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ProxyRunner(web.AppRunner):
+    """An ``AppRunner`` whose connections use :class:`_QuietRequestHandler`."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # aiohttp builds the Server itself; only the protocol factory differs.
+        server.__class__ = _QuietServer
+        return server
+
+
 async def start(
     app: web.Application, *, host: str, port: int, shutdown_timeout: float = 10.0
-) -> web.AppRunner:
+) -> ProxyRunner:
     """Start ``app`` on ``host:port``; the caller awaits ``runner.cleanup()``."""
-    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout, **SERVER_OPTIONS)  # type: ignore[arg-type]
+    runner = ProxyRunner(app, shutdown_timeout=shutdown_timeout, **SERVER_OPTIONS)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
+
+
+async def serve_until_signalled(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    shutdown_timeout: float,
+    announce: Callable[[], None],
+) -> None:
+    """Serve until SIGINT or SIGTERM, then drain for at most ``shutdown_timeout``."""
+    runner = await start(app, host=host, port=port, shutdown_timeout=shutdown_timeout)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    announce()
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()

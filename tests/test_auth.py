@@ -13,15 +13,21 @@ from proxy.emulator import EmulatedUser
 from tests.conftest import Proxy, ProxyFactory
 
 
-async def start_login(proxy: Proxy, client: aiohttp.ClientSession, next_path: str = "/") -> tuple[str, dict[str, str]]:
+async def start_login(
+    proxy: Proxy, client: aiohttp.ClientSession, next_path: str = "/"
+) -> tuple[str, dict[str, str]]:
     """``/auth/login`` without following: the Zoom URL and its query."""
-    async with client.get(f"{proxy.url}/auth/login", params={"next": next_path}, allow_redirects=False) as response:
+    async with client.get(
+        f"{proxy.url}/auth/login", params={"next": next_path}, allow_redirects=False
+    ) as response:
         assert response.status == 302
         location = response.headers["Location"]
     return location, {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
 
-async def zoom_code(proxy: Proxy, client: aiohttp.ClientSession, authorize_url: str) -> tuple[str, str]:
+async def zoom_code(
+    proxy: Proxy, client: aiohttp.ClientSession, authorize_url: str
+) -> tuple[str, str]:
     """Let the emulator approve; return the callback's code and state."""
     async with client.get(authorize_url, allow_redirects=False) as response:
         assert response.status == 302
@@ -29,8 +35,12 @@ async def zoom_code(proxy: Proxy, client: aiohttp.ClientSession, authorize_url: 
     return query["code"][0], query["state"][0]
 
 
-async def callback(proxy: Proxy, client: aiohttp.ClientSession, **params: str) -> aiohttp.ClientResponse:
-    async with client.get(f"{proxy.url}/auth/callback", params=params, allow_redirects=False) as response:
+async def callback(
+    proxy: Proxy, client: aiohttp.ClientSession, **params: str
+) -> aiohttp.ClientResponse:
+    async with client.get(
+        f"{proxy.url}/auth/callback", params=params, allow_redirects=False
+    ) as response:
         await response.read()
         return response
 
@@ -133,7 +143,9 @@ async def test_a_marketplace_callback_without_state_restarts_sign_in(proxy: Prox
     response = await callback(proxy, proxy.client, code="from-marketplace")
     assert response.status == 302
     assert response.headers["Location"] == "/auth/login"
-    assert proxy.zoom.emulator.counters["code_ok"] + proxy.zoom.emulator.counters["code_rejected"] == 0
+    assert (
+        proxy.zoom.emulator.counters["code_ok"] + proxy.zoom.emulator.counters["code_rejected"] == 0
+    )
 
 
 async def test_a_declined_consent_gets_a_friendly_page(proxy: Proxy) -> None:
@@ -271,4 +283,6 @@ def test_parse_jar_reads_httponly_lines() -> None:
 
 
 def challenge_of(verifier: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    )

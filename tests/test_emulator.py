@@ -748,6 +748,7 @@ async def test_counters_count_each_outcome(client: Client, emulator: ZoomEmulato
     await api_get(client, "/v2/users/me", "nope")
 
     assert emulator.counters == {
+        "token_requests": 4,
         "authorize": 1,
         "code_ok": 1,
         "code_rejected": 1,

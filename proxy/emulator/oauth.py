@@ -127,6 +127,7 @@ class OAuthRoutes:
     async def token(self, request: web.Request) -> web.StreamResponse:
         """``POST /oauth/token``: authorization_code and refresh_token grants."""
         emulator = self._emulator
+        emulator.counters["token_requests"] += 1
         await emulator.wait_while_slow()
         if emulator.token_endpoint_mode == "down":
             return _oauth_error(503, "temporarily_unavailable", "Service Unavailable")

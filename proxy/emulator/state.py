@@ -83,11 +83,14 @@ class ZoomEmulator:
     - `auto_approve`: redirect with a code at once, or show an approve/deny page.
     - `user`: who approves the next authorization (a grant keeps the user it began with).
     - `token_lifetime`: ``expires_in`` of tokens issued from now on.
+    - `token_length`: None for Zoom's ~600 characters, or the length of tokens issued
+      from now on.
     - `scope`: what is granted when the authorize request names no ``scope``.
     - `allowed_redirect_uris`: None accepts any http(s) URI, else exact membership.
     - `token_endpoint_mode`: see the property.
     - `counters`: "authorize", "code_ok", "code_rejected", "refresh_ok",
-      "refresh_rejected", "revoke", "api_ok", "api_401".
+      "refresh_rejected", "revoke", "api_ok", "api_401", and "token_requests" (every
+      call to the token endpoint, whatever its mode).
     - `api_requests`: every request that reached ``/v2``, as received.
     - `meetings`: meetings created through the API, by user id.
     - `clock`: seconds since the epoch; code age and token expiry follow it.
@@ -107,6 +110,7 @@ class ZoomEmulator:
         self.client_secret = client_secret
         self.user = user if user is not None else default_user()
         self.token_lifetime = token_lifetime
+        self.token_length: int | None = None
         self.auto_approve = auto_approve
         self.clock = clock
         self.scope = DEFAULT_SCOPE
@@ -284,8 +288,11 @@ class ZoomEmulator:
             "nbf": int(now),
             "iat": int(now),
         }
-        access = tokens.new_token({**claims, "type": 0, "exp": int(now) + lifetime})
-        refresh = tokens.new_token({**claims, "type": 1, "exp": int(now) + 90 * 86400})
+        length = self.token_length
+        access = tokens.new_token({**claims, "type": 0, "exp": int(now) + lifetime}, length=length)
+        refresh = tokens.new_token(
+            {**claims, "type": 1, "exp": int(now) + 90 * 86400}, length=length
+        )
         self._access[access] = _AccessToken(grant, now + lifetime)
         self._refresh[refresh] = _RefreshToken(grant)
         logger.debug("tokens issued for user %s", grant.user.id)

@@ -30,14 +30,15 @@ def _b64url_json(value: Mapping[str, object]) -> str:
     return _b64url(json.dumps(value, separators=(",", ":")).encode("ascii"))
 
 
-def new_token(claims: Mapping[str, object]) -> str:
+def new_token(claims: Mapping[str, object], *, length: int | None = None) -> str:
     """Return a unique ``header.payload.signature`` string of 584-636 characters.
 
-    The payload holds *claims* plus a random ``jti`` and random padding.
+    The payload holds *claims* plus a random ``jti`` and random padding. ``length``
+    asks for another size (about that many characters), to test long tokens.
     """
     header = _b64url_json({"alg": "HS512", "v": "2.0", "kid": str(uuid.uuid4())})
     signature = _b64url(secrets.token_bytes(_SIGNATURE_BYTES))
-    target = TOKEN_MIN_LENGTH + secrets.randbelow(TOKEN_MAX_LENGTH - TOKEN_MIN_LENGTH + 1)
+    target = length or TOKEN_MIN_LENGTH + secrets.randbelow(TOKEN_MAX_LENGTH - TOKEN_MIN_LENGTH + 1)
     payload_chars = target - len(header) - len(signature) - 2
     bare = {**claims, "jti": secrets.token_urlsafe(16), "pad": ""}
     # Base64 turns 3 bytes into 4 characters, so this lands within a character of target.

@@ -1,0 +1,390 @@
+"""The command line, run as a real process: ``python -m proxy`` and its subcommands.
+
+Each test starts ``sys.executable -m proxy`` from the repository root and talks to it
+over loopback the way its users do: a shell reading exit codes and stderr, a browser
+clicking through the demo, curl with a cookie jar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urljoin
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import unused_port
+from cryptography.fernet import Fernet
+
+from proxy.emulator.models import default_user
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Generous, because CI machines are slow; nothing waits this long when things work.
+TIMEOUT = 30.0
+#: The variables the shipped config.yaml reads; removed from every child's environment.
+CONFIG_VARIABLES = ("ZOOM_CLIENT_ID", "ZOOM_CLIENT_SECRET", "PROXY_SESSION_KEY")
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,*/*;q=0.8"
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This environment minus anything that configures the proxy, plus ``extra``."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in CONFIG_VARIABLES and name != "ZOOM_PROXY_CONFIG"
+    }
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m proxy *args`` to completion."""
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "proxy", *args],
+        cwd=ROOT,
+        env=child_env() if env is None else dict(env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def good_config(tmp_path: Path, port: int) -> Path:
+    return write_config(
+        tmp_path,
+        f"""
+listen: {{host: 127.0.0.1, port: {port}}}
+public_url: http://127.0.0.1:{port}
+zoom: {{client_id: test-client-id, client_secret: test-client-secret}}
+session: {{secret_keys: ["{Fernet.generate_key().decode()}"]}}
+""",
+    )
+
+
+def bad_config(tmp_path: Path, port: int = 8080) -> Path:
+    """A config with three problems: a missing key, a typo and a malformed session key."""
+    return write_config(
+        tmp_path,
+        f"""
+listen: {{host: 127.0.0.1, port: {port}}}
+zoom:
+  clinet_typo: test-client-id
+  client_secret: test-client-secret
+session:
+  secret_keys: ["not-a-fernet-key"]
+""",
+    )
+
+
+def is_listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(TIMEOUT)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@asynccontextmanager
+async def running(
+    *args: str, stderr_path: Path, env: Mapping[str, str] | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``python -m proxy *args`` running in the background; killed on the way out.
+
+    Its stderr (the logs) goes to ``stderr_path``, so it can never fill a pipe.
+    """
+    with stderr_path.open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "proxy",
+            *args,
+            cwd=ROOT,
+            env=child_env() if env is None else dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+        try:
+            yield process
+        finally:
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+
+
+async def first_line(process: asyncio.subprocess.Process) -> str:
+    """The first line the process prints: it prints it once it is listening."""
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), TIMEOUT)
+    return line.decode()
+
+
+# --- HTML forms, read the way a browser reads them --------------------------------------
+
+
+@dataclass
+class Form:
+    """A ``<form>``: where it posts, its named inputs, and its buttons by label."""
+
+    action: str
+    method: str
+    inputs: dict[str, str] = field(default_factory=dict)
+    buttons: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def submission(self, button: str) -> dict[str, str]:
+        """The fields a browser posts when ``button`` (its label) is clicked."""
+        name, value = self.buttons[button]
+        return {**self.inputs, name: value}
+
+
+class FormParser(HTMLParser):
+    """Collects every form in a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[Form] = []
+        self._form: Form | None = None
+        self._button: tuple[str, str] | None = None
+        self._label: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attr = {name: value or "" for name, value in attrs}
+        if tag == "form":
+            self._form = Form(
+                action=attr.get("action", ""), method=attr.get("method", "get").lower()
+            )
+            self.forms.append(self._form)
+        elif self._form is not None and tag == "input" and "name" in attr:
+            self._form.inputs[attr["name"]] = attr.get("value", "")
+        elif self._form is not None and tag == "button":
+            self._button, self._label = (attr.get("name", ""), attr.get("value", "")), []
+
+    def handle_data(self, data: str) -> None:
+        if self._button is not None:
+            self._label.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "button" and self._form is not None and self._button is not None:
+            self._form.buttons["".join(self._label).strip()] = self._button
+            self._button = None
+        elif tag == "form":
+            self._form = None
+
+
+def forms_in(page: str) -> list[Form]:
+    parser = FormParser()
+    parser.feed(page)
+    parser.close()
+    return parser.forms
+
+
+# --- the demo, as a browser sees it ------------------------------------------------------
+
+
+@pytest.fixture
+async def demo(tmp_path: Path) -> AsyncIterator[str]:
+    """``python -m proxy --demo`` on a free port; yields the URL it says to open."""
+    port = unused_port()
+    async with running("--demo", "--port", str(port), stderr_path=tmp_path / "demo.log") as demo:
+        line = await first_line(demo)
+        url = f"http://localhost:{port}/"
+        assert url in line, line
+        yield url
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[aiohttp.ClientSession]:
+    """A browser: keeps cookies (also for IP hosts), follows redirects, prefers HTML."""
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT)
+    async with aiohttp.ClientSession(
+        cookie_jar=aiohttp.CookieJar(unsafe=True),
+        headers={"Accept": BROWSER_ACCEPT},
+        timeout=timeout,
+    ) as session:
+        yield session
+
+
+async def consent_page(browser: aiohttp.ClientSession, demo: str) -> tuple[str, Form]:
+    """Start sign-in at the demo; return the emulator's consent page URL and its form."""
+    async with browser.get(urljoin(demo, "/auth/login")) as response:
+        assert response.status == 200
+        page_url, page = str(response.url), await response.text()
+    assert not page_url.startswith(demo), "sign-in did not go to the emulator"
+    [form] = [form for form in forms_in(page) if {"Approve", "Deny"} <= form.buttons.keys()]
+    assert form.method == "post"
+    return page_url, form
+
+
+async def decide(browser: aiohttp.ClientSession, demo: str, button: str) -> tuple[int, str, str]:
+    """Click ``button`` on the consent page; the final status, URL and page."""
+    page_url, form = await consent_page(browser, demo)
+    async with browser.post(urljoin(page_url, form.action), data=form.submission(button)) as final:
+        return final.status, str(final.url), await final.text()
+
+
+async def test_demo_front_page_offers_sign_in(demo: str, browser: aiohttp.ClientSession) -> None:
+    async with browser.get(demo) as response:
+        assert response.status == 200
+        assert "Sign in with Zoom" in await response.text()
+
+
+async def test_demo_sign_in_ends_on_the_front_page_with_the_users_name(
+    demo: str, browser: aiohttp.ClientSession
+) -> None:
+    status, url, page = await decide(browser, demo, "Approve")
+    user = default_user()
+    assert (status, url) == (200, demo)
+    assert f"{user.first_name} {user.last_name}" in page
+    assert "Sign in with Zoom" not in page
+
+
+async def test_demo_signed_in_browser_calls_the_api(
+    demo: str, browser: aiohttp.ClientSession
+) -> None:
+    await decide(browser, demo, "Approve")
+    async with browser.get(
+        urljoin(demo, "/api/users/me"), headers={"Accept": "application/json"}
+    ) as response:
+        assert response.status == 200
+        body = await response.json()
+    assert body == default_user().as_json()
+
+
+async def test_demo_deny_ends_on_a_cancelled_page(
+    demo: str, browser: aiohttp.ClientSession
+) -> None:
+    _, url, page = await decide(browser, demo, "Deny")
+    assert url.startswith(urljoin(demo, "/auth/callback"))
+    assert "cancelled" in page.lower()
+    async with browser.get(urljoin(demo, "/auth/me"), headers={"Accept": "application/json"}) as me:
+        assert me.status == 401
+
+
+async def test_demo_cookie_jar_works_with_curl(
+    demo: str, browser: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    await decide(browser, demo, "Approve")
+    jar = tmp_path / "zoom-jar.txt"
+    async with browser.get(urljoin(demo, "/auth/cookiejar")) as response:
+        assert response.status == 200
+        jar.write_bytes(await response.read())
+    curl = await asyncio.create_subprocess_exec(
+        "curl",
+        "--silent",
+        "--show-error",
+        "--fail",
+        "-b",
+        str(jar),
+        "-c",
+        str(jar),
+        urljoin(demo, "/api/users/me"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(curl.communicate(), TIMEOUT)
+    assert curl.returncode == 0, err.decode()
+    assert json.loads(out)["id"] == default_user().id
+
+
+# --- gen-key and check-config ------------------------------------------------------------
+
+
+def test_gen_key_prints_one_valid_session_key() -> None:
+    result = run_cli("gen-key")
+    assert result.returncode == 0
+    [key] = result.stdout.splitlines()
+    Fernet(key)
+
+
+def test_gen_key_prints_a_new_key_each_time() -> None:
+    assert run_cli("gen-key").stdout != run_cli("gen-key").stdout
+
+
+def test_check_config_accepts_a_good_config(tmp_path: Path) -> None:
+    result = run_cli("check-config", "--config", str(good_config(tmp_path, 8080)))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_check_config_accepts_the_shipped_config_with_its_variables_set() -> None:
+    env = child_env(
+        ZOOM_CLIENT_ID="test-client-id",
+        ZOOM_CLIENT_SECRET="test-client-secret",
+        PROXY_SESSION_KEY=Fernet.generate_key().decode(),
+    )
+    result = run_cli("check-config", env=env)
+    assert result.returncode == 0, result.stderr
+
+
+def test_check_config_lists_every_problem_on_its_own_line(tmp_path: Path) -> None:
+    result = run_cli("check-config", "--config", str(bad_config(tmp_path)))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert "zoom.client_id: required" in lines
+    assert "zoom.clinet_typo: unknown key" in lines
+    assert "session.secret_keys[0]: not a valid key" in lines
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_names_the_unset_variables_of_the_shipped_config() -> None:
+    result = run_cli("check-config")
+    assert result.returncode == 2
+    for name in CONFIG_VARIABLES:
+        assert name in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_config_path_comes_from_zoom_proxy_config(tmp_path: Path) -> None:
+    good = run_cli("check-config", env=child_env(ZOOM_PROXY_CONFIG=str(good_config(tmp_path, 1))))
+    bad = run_cli("check-config", env=child_env(ZOOM_PROXY_CONFIG=str(bad_config(tmp_path))))
+    assert good.returncode == 0, good.stderr
+    assert bad.returncode == 2
+    assert "zoom.clinet_typo: unknown key" in bad.stderr.splitlines()
+
+
+# --- the server ----------------------------------------------------------------------------
+
+
+def test_server_never_starts_on_a_bad_config(tmp_path: Path) -> None:
+    port = unused_port()
+    result = run_cli("--config", str(bad_config(tmp_path, port)))
+    assert result.returncode == 2
+    assert "zoom.client_id: required" in result.stderr.splitlines()
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert not is_listening(port)
+
+
+async def test_server_answers_healthz_and_exits_0_on_sigterm(tmp_path: Path) -> None:
+    port = unused_port()
+    config = good_config(tmp_path, port)
+    log = tmp_path / "proxy.log"
+    async with running("--config", str(config), stderr_path=log) as server:
+        assert f"http://127.0.0.1:{port}" in await first_line(server)
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as client,
+            client.get(f"http://127.0.0.1:{port}/healthz") as response,
+        ):
+            assert response.status == 200
+        server.send_signal(signal.SIGTERM)
+        returncode = await asyncio.wait_for(server.wait(), TIMEOUT)
+    assert returncode == 0, log.read_text()
+    assert "Traceback" not in log.read_text()
