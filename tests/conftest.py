@@ -69,6 +69,15 @@ class Proxy:
         return "; ".join(f"{k}={v}" for k, v in self.session_cookies(client).items())
 
 
+async def fetch_with_cookie(url: str, cookie: str) -> tuple[aiohttp.ClientResponse, str]:
+    """GET ``url`` sending exactly ``cookie``, as a client without a cookie jar."""
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as client,
+        client.get(url, headers={"Cookie": cookie}) as response,
+    ):
+        return response, await response.text()
+
+
 def proxy_config(zoom_base: str, port: int, **sections: Any) -> dict[str, Any]:
     """A config mapping pointing at the emulator; ``sections`` override per top-level key."""
     config: dict[str, Any] = {

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import base64
-import hashlib
-from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 
-from proxy.emulator import EmulatedUser
-from tests.conftest import Proxy, ProxyFactory
+from tests.conftest import Proxy, ProxyFactory, Zoom
 
 
 async def start_login(
@@ -175,20 +172,10 @@ async def test_access_rules_refuse_sign_in_with_403_and_revoke(make_proxy: Proxy
     assert proxy.zoom.emulator.counters["revoke"] == 1
 
 
-async def test_access_rules_admit_a_listed_account(make_proxy: ProxyFactory) -> None:
-    proxy = await make_proxy(access={"allowed_account_ids": [proxy_account(proxy_user())]})
+async def test_access_rules_admit_a_listed_account(make_proxy: ProxyFactory, zoom: Zoom) -> None:
+    proxy = await make_proxy(access={"allowed_account_ids": [zoom.emulator.user.account_id]})
     await proxy.sign_in()
     assert await me_status(proxy, proxy.client) == 200
-
-
-def proxy_user() -> EmulatedUser:
-    from proxy.emulator.state import default_user
-
-    return default_user()
-
-
-def proxy_account(user: EmulatedUser) -> str:
-    return user.account_id
 
 
 async def test_me_returns_the_user_and_expiry_but_no_token(signed_in: Proxy) -> None:
@@ -272,17 +259,3 @@ async def test_cookiejar_is_refused_to_cross_site_requests(signed_in: Proxy) -> 
 async def test_cookiejar_signed_out_is_401(proxy: Proxy) -> None:
     async with proxy.client.get(f"{proxy.url}/auth/cookiejar") as response:
         assert response.status == 401
-
-
-def test_parse_jar_reads_httponly_lines() -> None:
-    cookie = SimpleCookie()
-    cookie["a"] = "b"
-    assert parse_jar("#HttpOnly_h\tFALSE\t/\tFALSE\t1\ta\tb\n# comment\n") == {
-        "a": ["#HttpOnly_h", "FALSE", "/", "FALSE", "1", "a", "b"]
-    }
-
-
-def challenge_of(verifier: str) -> str:
-    return (
-        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    )

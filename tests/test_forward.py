@@ -149,13 +149,15 @@ async def test_zoom_set_cookie_is_dropped(signed_in: Proxy) -> None:
 
 
 async def test_compressed_bodies_pass_untouched(signed_in: Proxy) -> None:
-    async with aiohttp.ClientSession(auto_decompress=False) as raw_client:
-        async with raw_client.get(
+    async with (
+        aiohttp.ClientSession(auto_decompress=False) as raw_client,
+        raw_client.get(
             f"{signed_in.url}/api/_test/gzip", headers={"Cookie": signed_in.cookie_header()}
-        ) as response:
-            body = await response.read()
-            assert response.headers["Content-Encoding"] == "gzip"
-            assert hashlib.sha256(body).hexdigest() == response.headers["X-Original-SHA256"]
+        ) as response,
+    ):
+        body = await response.read()
+        assert response.headers["Content-Encoding"] == "gzip"
+        assert hashlib.sha256(body).hexdigest() == response.headers["X-Original-SHA256"]
     assert json.loads(gzip.decompress(body))["items"][:3] == [0, 1, 2]
 
 

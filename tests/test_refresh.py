@@ -7,7 +7,7 @@ import hashlib
 
 import aiohttp
 
-from tests.conftest import Proxy, ProxyFactory
+from tests.conftest import Proxy, ProxyFactory, fetch_with_cookie
 
 SHORT_LIFETIME = 30  # inside the default refresh.margin of 60 s
 
@@ -22,11 +22,9 @@ async def sign_in_with_expiring_token(proxy: Proxy) -> str:
 
 
 async def get_me(proxy: Proxy, cookie: str) -> aiohttp.ClientResponse:
-    """``GET /api/users/me`` with exactly this cookie, as a client without a jar."""
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as client:
-        async with client.get(f"{proxy.url}/api/users/me", headers={"Cookie": cookie}) as response:
-            await response.read()
-            return response
+    """``GET /api/users/me`` with exactly this cookie."""
+    response, _ = await fetch_with_cookie(f"{proxy.url}/api/users/me", cookie)
+    return response
 
 
 def set_session_cookie(response: aiohttp.ClientResponse) -> str | None:
@@ -203,14 +201,9 @@ async def test_concurrent_requests_share_one_failing_token_call(signed_in: Proxy
     calls_before = emulator.counters["token_requests"]
     waiting = [asyncio.create_task(get_me(signed_in, cookie)) for _ in range(10)]
     await emulator.wait_for_stalled_token_requests(1)
-    await asyncio.wait_for(until_api_401s(signed_in, 10), timeout=10)
+    # Every request has been refused by Zoom and now waits on the one refresh.
+    await asyncio.wait_for(emulator.wait_for_counter("api_401", 10), timeout=10)
     emulator.token_endpoint_mode = "down"
     responses = await asyncio.gather(*waiting)
     assert [r.status for r in responses] == [503] * 10
     assert emulator.counters["token_requests"] - calls_before == 1
-
-
-async def until_api_401s(proxy: Proxy, count: int) -> None:
-    """Every request has been refused by Zoom and is now waiting on the refresh."""
-    while proxy.zoom.emulator.counters["api_401"] < count:
-        await asyncio.sleep(0.01)

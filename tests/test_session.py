@@ -11,16 +11,13 @@ import aiohttp
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.conftest import SESSION_KEY, Proxy, ProxyFactory
+from tests.conftest import SESSION_KEY, Proxy, ProxyFactory, fetch_with_cookie
 from tests.test_forward import raw_request
 
 
-async def status_with_cookie(
-    proxy: Proxy, cookie: str, path: str = "/api/users/me"
-) -> tuple[int, str]:
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as client:
-        async with client.get(f"{proxy.url}{path}", headers={"Cookie": cookie}) as response:
-            return response.status, await response.text()
+async def status_with_cookie(proxy: Proxy, cookie: str) -> tuple[int, str]:
+    response, body = await fetch_with_cookie(f"{proxy.url}/api/users/me", cookie)
+    return response.status, body
 
 
 @pytest.mark.parametrize(

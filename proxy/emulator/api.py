@@ -108,9 +108,9 @@ class ApiRoutes:
         try:
             request[_USER] = emulator.authenticate(token if scheme.lower() == "bearer" else "")
         except InvalidAccessToken as exc:
-            emulator.counters["api_401"] += 1
+            emulator.count("api_401")
             return _api_error(401, 124, exc.message)
-        emulator.counters["api_ok"] += 1
+        emulator.count("api_ok")
         try:
             return await handler(request)
         except web.HTTPNotFound:

@@ -157,6 +157,16 @@ class ZoomEmulator:
         while self._stalled < count:
             await self._next_change()
 
+    async def wait_for_counter(self, name: str, value: int) -> None:
+        """Return once ``counters[name]`` has reached *value* (counted on the API gate)."""
+        while self.counters[name] < value:
+            await self._next_change()
+
+    def count(self, name: str) -> None:
+        """Add one to ``counters[name]`` and wake whoever waits on counters."""
+        self.counters[name] += 1
+        self._announce_change()
+
     async def wait_while_slow(self) -> None:
         """Return once `token_endpoint_mode` is not ``"slow"``."""
         if self._mode != "slow":
