@@ -7,6 +7,7 @@ when the request body could be kept, one retry.
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -44,6 +45,7 @@ _DROPPED_RESPONSE = HOP_BY_HOP | {"set-cookie"}
 #: Headers aiohttp's client would invent; the client's own (or none) go upstream instead.
 _NO_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
 READ_CHUNK = 1 << 16
+_LARGE_BYTES = 1 << 20
 
 
 def _connection_named(headers: CIMultiDictProxy[str]) -> set[str]:
@@ -106,18 +108,25 @@ class RequestBody:
     def replayable(self) -> bool:
         return self.replay is not None
 
-    def payload(self) -> bytes | AsyncIterator[bytes] | None:
-        return self.stream if self.replay is None else (self.replay or None)
+    def payload(self) -> bytes | io.BytesIO | AsyncIterator[bytes] | None:
+        if self.replay is None:
+            return self.stream
+        if len(self.replay) > _LARGE_BYTES:
+            # aiohttp warns that large raw bytes block the loop; it streams a BytesIO.
+            return io.BytesIO(self.replay)
+        return self.replay or None
 
 
 async def read_body(request: web.Request, *, max_replay: int) -> RequestBody:
-    """Buffer a body of at most ``max_replay`` bytes; stream anything larger."""
+    """Buffer a body of at most ``max_replay`` bytes; stream anything larger.
+
+    A declared length over the limit streams at once. Otherwise (a smaller length, or
+    a chunked body) up to ``max_replay`` bytes plus one read are buffered first.
+    """
     if not request.body_exists:
         return RequestBody(replay=b"")
     length = request.content_length
-    if length is not None:
-        if length <= max_replay:
-            return RequestBody(replay=await request.read())
+    if length is not None and length > max_replay:
         return RequestBody(replay=None, stream=_stream(b"", request.content))
     buffered = bytearray()
     while len(buffered) <= max_replay:

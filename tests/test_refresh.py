@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 
 import aiohttp
 
@@ -207,3 +208,16 @@ async def test_concurrent_requests_share_one_failing_token_call(signed_in: Proxy
     responses = await asyncio.gather(*waiting)
     assert [r.status for r in responses] == [503] * 10
     assert emulator.counters["token_requests"] - calls_before == 1
+
+
+async def test_the_replay_limit_is_the_configured_one_not_aiohttps(
+    make_proxy: ProxyFactory,
+) -> None:
+    proxy = await make_proxy(upstream={"max_replay_body": 3 * 1024 * 1024})
+    await proxy.sign_in()
+    proxy.zoom.emulator.expire_access_tokens()
+    body = b"z" * (2 * 1024 * 1024)
+    async with proxy.client.put(f"{proxy.url}/api/_test/upload", data=io.BytesIO(body)) as response:
+        assert response.status == 200
+        assert (await response.json())["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert proxy.zoom.emulator.counters["refresh_ok"] == 1
