@@ -249,3 +249,16 @@ async def test_an_unreachable_api_is_502_json(make_proxy: ProxyFactory, zoom: An
     ) as response:
         assert response.status == 502
         assert (await response.json())["error"] == "upstream_unreachable"
+
+
+async def test_a_client_that_leaves_mid_download_closes_the_upstream_request(
+    signed_in: Proxy,
+) -> None:
+    async with signed_in.client.get(
+        f"{signed_in.url}/api/_test/download", params={"bytes": str(1 << 30)}
+    ) as response:
+        await response.content.readexactly(1 << 20)
+        response.close()
+    await asyncio.wait_for(
+        signed_in.zoom.emulator.wait_for_counter("downloads_aborted", 1), timeout=10
+    )

@@ -8,6 +8,7 @@ rate limits and cookies.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email.utils
 import gzip
@@ -180,8 +181,13 @@ class ApiRoutes:
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         response.content_length = size
         await response.prepare(request)
-        for chunk in download_chunks(size):
-            await response.write(chunk)
+        try:
+            for chunk in download_chunks(size):
+                await response.write(chunk)
+        except (ConnectionError, asyncio.CancelledError):
+            # The reader (the proxy) went away mid-body: tests wait on this.
+            self._emulator.count("downloads_aborted")
+            raise
         await response.write_eof()
         return response
 

@@ -89,8 +89,8 @@ class ZoomEmulator:
     - `allowed_redirect_uris`: None accepts any http(s) URI, else exact membership.
     - `token_endpoint_mode`: see the property.
     - `counters`: "authorize", "code_ok", "code_rejected", "refresh_ok",
-      "refresh_rejected", "revoke", "api_ok", "api_401", and "token_requests" (every
-      call to the token endpoint, whatever its mode).
+      "refresh_rejected", "revoke", "api_ok", "api_401", "token_requests" (every
+      call to the token endpoint, whatever its mode) and "downloads_aborted".
     - `api_requests`: every request that reached ``/v2``, as received.
     - `meetings`: meetings created through the API, by user id.
     - `clock`: seconds since the epoch; code age and token expiry follow it.
