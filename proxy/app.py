@@ -21,7 +21,6 @@ from .session import ChunkedCookieStorage, load_session_data, make_fernet
 
 #: Connections kept to Zoom; the pool is shared by every user and request.
 UPSTREAM_CONNECTIONS = 256
-_READY = web.AppKey("ready", dict[str, bool])
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -40,7 +39,6 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[FERNET] = fernet
     app[STORAGE] = storage
-    app[_READY] = {"ready": False}
     app.cleanup_ctx.append(_zoom_client)
     app.on_response_prepare.append(add_cors_headers)
     app.router.add_get("/", index)
@@ -89,9 +87,7 @@ async def _zoom_client(app: web.Application) -> AsyncIterator[None]:
         rotation_grace=settings.refresh.rotation_grace,
     )
     app[HTTP], app[OAUTH], app[REFRESHER] = http, oauth, refresher
-    app[_READY]["ready"] = True
     yield
-    app[_READY]["ready"] = False
     await refresher.close()
     await http.close()
 
@@ -108,5 +104,6 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    ready = request.app[_READY]["ready"]
+    http = request.app.get(HTTP)
+    ready = http is not None and not http.closed
     return web.json_response({"ready": ready}, status=200 if ready else 503)

@@ -44,18 +44,21 @@ def _login_cookie_name(request: web.Request) -> str:
 
 
 def _set_login_cookie(request: web.Request, response: web.StreamResponse, value: str) -> None:
-    session = request.app[SETTINGS].session
+    """Set (or with an empty ``value``, expire) the login-state cookie."""
     name = _login_cookie_name(request)
-    params = {
-        "path": _LOGIN_PATH,
-        "secure": session.cookie_secure,
-        "httponly": True,
-        "samesite": "Lax",
-    }
+    secure = request.app[SETTINGS].session.cookie_secure
     if value:
-        response.set_cookie(name, value, max_age=LOGIN_STATE_MAX_AGE, **params)  # type: ignore[arg-type]
+        response.set_cookie(
+            name,
+            value,
+            max_age=LOGIN_STATE_MAX_AGE,
+            path=_LOGIN_PATH,
+            secure=secure,
+            httponly=True,
+            samesite="Lax",
+        )
     else:
-        response.del_cookie(name, **params)  # type: ignore[arg-type]
+        response.del_cookie(name, path=_LOGIN_PATH, secure=secure, httponly=True, samesite="Lax")
 
 
 def _read_login_state(request: web.Request) -> LoginState | None:
