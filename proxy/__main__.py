@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
@@ -15,6 +15,7 @@ from .config import ConfigError, LoggingSettings, Settings, generate_key, load_s
 from .logs import configure_logging
 
 EXIT_BAD_CONFIG = 2
+EXIT_CANNOT_LISTEN = 1
 DEMO_PORT = 8080
 
 
@@ -57,57 +58,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("config OK")
         return 0
     if args.demo:
-        return _run_demo(args.port)
+        from .demo import demo_app
+
+        configure_logging(LoggingSettings())
+        return _serve(
+            lambda: demo_app(args.port),
+            host="localhost",
+            port=args.port,
+            shutdown_timeout=1.0,
+            message=f"zoom-proxy demo, with the built-in Zoom emulator: open http://localhost:{args.port}/",
+        )
     settings = _load(args.config)
     if settings is None:
         return EXIT_BAD_CONFIG
     configure_logging(settings.logging)
-    _serve(
-        create_app(settings),
+
+    async def proxy_app() -> web.Application:
+        return create_app(settings)
+
+    return _serve(
+        proxy_app,
         host=settings.listen.host,
         port=settings.listen.port,
         shutdown_timeout=settings.listen.shutdown_timeout,
         message=f"zoom-proxy listening on {settings.public_url}",
     )
-    return 0
-
-
-def _run_demo(port: int) -> int:
-    from .demo import demo_app
-
-    configure_logging(LoggingSettings())
-
-    async def run() -> None:
-        await serve.serve_until_signalled(
-            await demo_app(port),
-            host="localhost",
-            port=port,
-            shutdown_timeout=1.0,
-            announce=lambda: _announce(
-                f"zoom-proxy demo, with the built-in Zoom emulator: open http://localhost:{port}/"
-            ),
-        )
-
-    asyncio.run(run())
-    return 0
 
 
 def _serve(
-    app: web.Application, *, host: str, port: int, shutdown_timeout: float, message: str
-) -> None:
-    asyncio.run(
-        serve.serve_until_signalled(
-            app,
+    make_app: Callable[[], Awaitable[web.Application]],
+    *,
+    host: str,
+    port: int,
+    shutdown_timeout: float,
+    message: str,
+) -> int:
+    """Serve until SIGTERM or SIGINT; a port that cannot be bound is one clear line."""
+
+    async def run() -> None:
+        await serve.serve_until_signalled(
+            await make_app(),
             host=host,
             port=port,
             shutdown_timeout=shutdown_timeout,
-            announce=lambda: _announce(message),
+            announce=lambda: print(message, flush=True),
         )
-    )
 
-
-def _announce(message: str) -> None:
-    print(message, flush=True)
+    try:
+        asyncio.run(run())
+    except OSError as error:
+        print(f"cannot listen on {host}:{port}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_CANNOT_LISTEN
+    return 0
 
 
 if __name__ == "__main__":

@@ -50,10 +50,18 @@ def render_error(request: web.Request, error: ProxyError) -> web.Response:
 
 
 def _unauthenticated(request: web.Request, error: Unauthenticated) -> web.Response:
-    target = request.raw_path if request.path.startswith("/api/") else None
-    url = login_url(request, target)
+    """``/api/*`` navigations go to sign-in and come back; everything else gets a 401."""
+    api = request.path.startswith("/api/")
+    url = login_url(request, request.raw_path if api else None)
     if is_browser_navigation(request):
-        return web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store"})
+        if api:
+            return web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store"})
+        return web.Response(
+            status=401,
+            text=message_page("Signed out", error.message, link=url, label="Sign in with Zoom"),
+            content_type="text/html",
+            headers={"WWW-Authenticate": WWW_AUTHENTICATE, "Cache-Control": "no-store"},
+        )
     return web.json_response(
         {"error": error.code, "message": error.message, "login_url": url},
         status=401,

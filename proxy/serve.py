@@ -88,7 +88,11 @@ async def start(
     """Start ``app`` on ``host:port``; the caller awaits ``runner.cleanup()``."""
     runner = ProxyRunner(app, shutdown_timeout=shutdown_timeout, **SERVER_OPTIONS)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     return runner
 
 

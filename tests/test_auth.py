@@ -259,3 +259,12 @@ async def test_cookiejar_is_refused_to_cross_site_requests(signed_in: Proxy) -> 
 async def test_cookiejar_signed_out_is_401(proxy: Proxy) -> None:
     async with proxy.client.get(f"{proxy.url}/auth/cookiejar") as response:
         assert response.status == 401
+
+
+async def test_me_signed_out_in_a_browser_is_a_401_page_not_a_redirect(proxy: Proxy) -> None:
+    async with proxy.client.get(
+        f"{proxy.url}/auth/me", headers={"Accept": "text/html"}, allow_redirects=False
+    ) as response:
+        assert response.status == 401
+        assert response.content_type == "text/html"
+        assert f'href="{proxy.url}/auth/login"' in await response.text()

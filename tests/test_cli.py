@@ -388,3 +388,14 @@ async def test_server_answers_healthz_and_exits_0_on_sigterm(tmp_path: Path) -> 
         returncode = await asyncio.wait_for(server.wait(), TIMEOUT)
     assert returncode == 0, log.read_text()
     assert "Traceback" not in log.read_text()
+
+
+def test_a_busy_port_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("--config", str(good_config(tmp_path, port)))
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
