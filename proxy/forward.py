@@ -23,6 +23,8 @@ from .security import is_safe_api_path
 from .session import SessionData, Tokens, load_session_data, replace_session
 
 API_PREFIX = "/api/"
+#: What Zoom's API uses. Anything else (TRACE would echo the bearer token back) is 405.
+API_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 #: RFC 9110 section 7.6.1, plus the non-standard ``Proxy-Connection`` still sent by some clients.
 HOP_BY_HOP = frozenset(
@@ -172,6 +174,8 @@ async def _send(
 
 async def forward(request: web.Request) -> web.StreamResponse:
     """Handle ``ANY /api/<path>``."""
+    if request.method not in API_METHODS:
+        raise web.HTTPMethodNotAllowed(request.method, sorted(API_METHODS))
     settings = request.app[SETTINGS]
     url = upstream_url(settings.zoom.api_base_url, request.raw_path)
     session = await load_session_data(request)
