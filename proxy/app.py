@@ -19,8 +19,9 @@ from .pages import signed_in_page, signed_out_page
 from .refresh import Refresher
 from .session import ChunkedCookieStorage, load_session_data, make_fernet
 
-#: Connections kept to Zoom; the pool is shared by every user and request.
-UPSTREAM_CONNECTIONS = 256
+#: Connections open to Zoom at once, shared by every user and request. Waiting for a
+#: free one counts against ``upstream.connect_timeout``.
+UPSTREAM_CONNECTIONS = 1024
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -34,7 +35,9 @@ def create_app(settings: Settings) -> web.Application:
         samesite=settings.session.cookie_samesite,
     )
     app = web.Application(
-        middlewares=[error_middleware, origin_guard, session_middleware(storage)],
+        # The session middleware is outermost so that a session changed by a refresh is
+        # saved even when the answer turns out to be an error.
+        middlewares=[session_middleware(storage), error_middleware, origin_guard],
     )
     app[SETTINGS] = settings
     app[FERNET] = fernet
@@ -60,6 +63,7 @@ async def _zoom_client(app: web.Application) -> AsyncIterator[None]:
         connector=aiohttp.TCPConnector(limit=UPSTREAM_CONNECTIONS, ttl_dns_cache=300),
         timeout=aiohttp.ClientTimeout(
             total=None,
+            connect=settings.upstream.connect_timeout,
             sock_connect=settings.upstream.connect_timeout,
             sock_read=settings.upstream.timeout,
         ),

@@ -15,7 +15,7 @@ from cryptography.fernet import InvalidToken
 
 from .access import may_sign_in
 from .errors import AccessDenied, BadRequest, LoginStateInvalid, ProxyError, Unauthenticated
-from .guards import is_cross_origin
+from .guards import is_same_origin_or_direct
 from .http_errors import is_browser_navigation, render_error
 from .keys import FERNET, OAUTH, SETTINGS, STORAGE
 from .oauth import random_token
@@ -94,7 +94,9 @@ async def callback(request: web.Request) -> web.Response:
     """``GET /auth/callback``: check the state first, then exchange the code."""
     query = request.query
     if "error" in query:
-        return _declined(request, query.get("error", ""))
+        declined = _declined(request, query.get("error", ""))
+        _set_login_cookie(request, declined, "")
+        return declined
     code = query.get("code")
     if code and "state" not in query:
         # Installed from the Zoom Marketplace: no state to check, so never trust the
@@ -188,7 +190,7 @@ async def me(request: web.Request) -> web.Response:
 
 async def cookiejar(request: web.Request) -> web.Response:
     """``GET /auth/cookiejar``: this browser's session as a Netscape cookie jar for curl."""
-    if is_cross_origin(request):
+    if not is_same_origin_or_direct(request):
         raise AccessDenied("The cookie jar is only handed to this proxy's own pages or to curl.")
     await _signed_in(request)
     settings = request.app[SETTINGS]

@@ -6,6 +6,7 @@ them; :mod:`proxy.http_errors` turns them into responses in exactly one place::
     ProxyError                          (500 internal_error)
     ├── BadRequest                      (400 bad_request)
     │   ├── UnsafePath                  (400 unsafe_path)
+    │   ├── ClientTooSlow               (408 client_too_slow)
     │   ├── LoginStateInvalid           (400 invalid_state)
     │   └── CodeRejected                (400 invalid_code)
     ├── Unauthenticated                 (401 unauthenticated)
@@ -51,6 +52,12 @@ class UnsafePath(BadRequest):
         "This API path is not allowed: dot segments, empty segments, backslashes, "
         "encoded slashes and control characters are refused."
     )
+
+
+class ClientTooSlow(BadRequest):
+    status = 408
+    code = "client_too_slow"
+    default_message = "The request body stalled; send it again."
 
 
 class LoginStateInvalid(BadRequest):

@@ -7,16 +7,24 @@ when the request body could be kept, one retry.
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from aiohttp_session import get_session
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from .errors import Unauthenticated, UnsafePath, UpstreamTimeout, UpstreamUnreachable
+from .errors import (
+    ClientTooSlow,
+    Unauthenticated,
+    UnsafePath,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from .keys import HTTP, REFRESHER, SETTINGS, STORAGE
 from .logs import USER_ID
 from .security import is_safe_api_path
@@ -44,6 +52,8 @@ HOP_BY_HOP = frozenset(
 _DROPPED_REQUEST = HOP_BY_HOP | {"cookie", "host", "authorization", "expect"}
 _FORWARDED = frozenset({"forwarded", "x-real-ip"})
 _DROPPED_RESPONSE = HOP_BY_HOP | {"set-cookie"}
+#: CORS is the proxy's to decide (``cors.allowed_origins``), never Zoom's.
+_CORS_RESPONSE_PREFIX = "access-control-"
 #: Headers aiohttp's client would invent; the client's own (or none) go upstream instead.
 _NO_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
 READ_CHUNK = 1 << 16
@@ -85,7 +95,9 @@ def response_headers_for_client(headers: CIMultiDictProxy[str]) -> CIMultiDict[s
     return CIMultiDict(
         (name, value)
         for name, value in headers.items()
-        if name.lower() not in _DROPPED_RESPONSE and name.lower() not in named
+        if name.lower() not in _DROPPED_RESPONSE
+        and name.lower() not in named
+        and not name.lower().startswith(_CORS_RESPONSE_PREFIX)
     )
 
 
@@ -94,9 +106,17 @@ def upstream_url(api_base_url: str, raw_path: str) -> URL:
     if not raw_path.startswith(API_PREFIX):
         raise UnsafePath()
     path, question, query = raw_path[len(API_PREFIX) :].partition("?")
-    if not is_safe_api_path(path) or any(ord(c) < 0x21 or ord(c) == 0x7F for c in query):
+    # A "#" would end the URL upstream and silently drop the rest of the query.
+    if not is_safe_api_path(path) or any(
+        c == "#" or ord(c) < 0x21 or ord(c) == 0x7F for c in query
+    ):
         raise UnsafePath()
     return URL(f"{api_base_url}/{path}{question}{query}", encoded=True)
+
+
+def _is_safe_query(query: str) -> bool:
+    # A "#" would end the URL upstream and silently drop the rest of the query.
+    return not any(c == "#" or ord(c) < 0x21 or ord(c) == 0x7F for c in query)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,30 +139,42 @@ class RequestBody:
         return self.replay or None
 
 
-async def read_body(request: web.Request, *, max_replay: int) -> RequestBody:
+async def read_body(request: web.Request, *, max_replay: int, stall_limit: float) -> RequestBody:
     """Buffer a body of at most ``max_replay`` bytes; stream anything larger.
 
     A declared length over the limit streams at once. Otherwise (a smaller length, or
-    a chunked body) up to ``max_replay`` bytes plus one read are buffered first.
+    a chunked body) up to ``max_replay`` bytes plus one read are buffered first. A
+    client silent for ``stall_limit`` seconds mid-body is given up on, so it cannot hold
+    a connection to Zoom forever.
     """
     if not request.body_exists:
         return RequestBody(replay=b"")
     length = request.content_length
     if length is not None and length > max_replay:
-        return RequestBody(replay=None, stream=_stream(b"", request.content))
+        return RequestBody(replay=None, stream=_stream(b"", request.content, stall_limit))
     buffered = bytearray()
     while len(buffered) <= max_replay:
-        chunk = await request.content.readany()
+        chunk = await _read_some(request.content, stall_limit)
         if not chunk:
             return RequestBody(replay=bytes(buffered))
         buffered += chunk
-    return RequestBody(replay=None, stream=_stream(bytes(buffered), request.content))
+    return RequestBody(replay=None, stream=_stream(bytes(buffered), request.content, stall_limit))
 
 
-async def _stream(head: bytes, rest: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+async def _read_some(reader: aiohttp.StreamReader, stall_limit: float) -> bytes:
+    try:
+        async with asyncio.timeout(stall_limit):
+            return await reader.readany()
+    except TimeoutError as exc:
+        raise ClientTooSlow() from exc
+
+
+async def _stream(
+    head: bytes, rest: aiohttp.StreamReader, stall_limit: float
+) -> AsyncIterator[bytes]:
     if head:
         yield head
-    while chunk := await rest.readany():
+    while chunk := await _read_some(rest, stall_limit):
         yield chunk
 
 
@@ -183,35 +215,45 @@ async def forward(request: web.Request) -> web.StreamResponse:
         raise Unauthenticated()
     request[USER_ID] = session.user.id
     refresher = request.app[REFRESHER]
-    tokens = await refresher.fresh(session.tokens)
-    body = await read_body(request, max_replay=settings.upstream.max_replay_body)
+    tokens = await _keep(request, session, await refresher.fresh(session.tokens))
+    body = await read_body(
+        request, max_replay=settings.upstream.max_replay_body, stall_limit=settings.upstream.timeout
+    )
     upstream = await _send(request, url, tokens, body)
     try:
         if upstream.status == 401:
-            tokens = await refresher.after_401(tokens)
+            tokens = await _keep(request, session, await refresher.after_401(tokens))
             if body.replayable:
                 upstream.release()
                 upstream = await _send(request, url, tokens, body)
-        return await _relay(request, upstream, session, tokens)
+        return await _relay(request, upstream, refreshed=tokens != session.tokens)
     finally:
         upstream.release()
 
 
+async def _keep(request: web.Request, session: SessionData, tokens: Tokens) -> Tokens:
+    """Record refreshed tokens in the session at once.
+
+    Zoom has already spent the old refresh token, so the new one must reach the client
+    whatever the answer turns out to be, an error included.
+    """
+    if tokens != session.tokens:
+        await replace_session(request, SessionData(tokens=tokens, user=session.user))
+    return tokens
+
+
 async def _relay(
-    request: web.Request,
-    upstream: aiohttp.ClientResponse,
-    session: SessionData,
-    tokens: Tokens,
+    request: web.Request, upstream: aiohttp.ClientResponse, *, refreshed: bool
 ) -> web.StreamResponse:
     response = web.StreamResponse(
         status=upstream.status,
         reason=upstream.reason,
         headers=response_headers_for_client(upstream.headers),
     )
-    if tokens != session.tokens:
-        # Set before prepare(): a prepared response can no longer take cookies.
-        refreshed = await replace_session(request, SessionData(tokens=tokens, user=session.user))
-        await request.app[STORAGE].save_session(request, response, refreshed)
+    if refreshed:
+        # Before prepare(): a prepared response can no longer take cookies, and the
+        # session middleware does not save into streamed responses.
+        await request.app[STORAGE].save_session(request, response, await get_session(request))
     await response.prepare(request)
     try:
         async for chunk in upstream.content.iter_chunked(READ_CHUNK):

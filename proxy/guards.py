@@ -37,6 +37,18 @@ def is_cross_origin(request: web.Request) -> bool:
     )
 
 
+def is_same_origin_or_direct(request: web.Request) -> bool:
+    """Strictly our own pages or a non-browser client; ``cors.allowed_origins`` do not count."""
+    origin = request.headers.get("Origin")
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    own = own_origin(request.app[SETTINGS].public_url)
+    return (origin is None or normalize_origin(origin) == own) and fetch_site in (
+        None,
+        "none",
+        "same-origin",
+    )
+
+
 @web.middleware
 async def origin_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Answer CORS preflights and refuse cross-origin unsafe requests before any work."""

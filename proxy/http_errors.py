@@ -15,6 +15,7 @@ from aiohttp.typedefs import Handler
 
 from .errors import ProxyError, RefreshRejected, Unauthenticated
 from .keys import SETTINGS, STORAGE
+from .logs import redacted_target
 from .pages import message_page
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ProxyError as error:
-        log.info("%s %s: %d %s", request.method, request.path, error.status, error.code)
+        log.info(
+            "%s %s: %d %s",
+            request.method,
+            redacted_target(request.raw_path),
+            error.status,
+            error.code,
+        )
         return render_error(request, error)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -98,5 +105,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             response.headers["Allow"] = exc.headers["Allow"]
         return response
     except Exception:
-        log.exception("unexpected error handling %s %s", request.method, request.path)
+        log.exception(
+            "unexpected error handling %s %s", request.method, redacted_target(request.raw_path)
+        )
         return _render(request, 500, "internal_error", "The proxy failed; this is a bug.")

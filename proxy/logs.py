@@ -49,12 +49,17 @@ def configure_logging(settings: LoggingSettings) -> None:
     root.setLevel(settings.level.upper())
 
 
-def redacted_target(path: str, query_string: str) -> str:
-    """``path?key1&key2``: the query's keys without their values."""
-    if not query_string:
+def redacted_target(raw_target: str) -> str:
+    """``/raw/path?key1&key2``: the still-encoded path and the query's keys, no values.
+
+    The path stays percent-encoded and control characters in keys are escaped, so a
+    request cannot forge a second log line.
+    """
+    path, _, query = raw_target.partition("?")
+    keys = [key for key, _ in parse_qsl(query, keep_blank_values=True)]
+    if not keys:
         return path
-    keys = [key for key, _ in parse_qsl(query_string, keep_blank_values=True)]
-    return f"{path}?{'&'.join(keys)}" if keys else path
+    return f"{path}?{'&'.join(keys)}".encode("unicode_escape").decode("ascii")
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -64,7 +69,7 @@ class AccessLogger(AbstractAccessLogger):
         user_id = request.get(USER_ID, "-") if isinstance(request, web.Request) else "-"
         fields = {
             "method": request.method,
-            "path": redacted_target(request.path, request.query_string),
+            "path": redacted_target(request.raw_path),
             "status": response.status,
             "duration_ms": round(time * 1000, 1),
             "user_id": user_id,

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: 32 random bytes: 256 bits of state and a 43-character PKCE verifier (RFC 7636's minimum).
 RANDOM_BYTES = 32
+#: Zoom's access tokens live an hour; anything past a day is nonsense, not a token.
+MAX_EXPIRES_IN = 86400.0
 
 
 def random_token() -> str:
@@ -77,19 +79,25 @@ class ZoomOAuth:
         return f"{self.authorize_url}{separator}{urlencode(params)}"
 
     async def exchange_code(self, code: str, *, verifier: str) -> Tokens:
-        """Trade an authorization code for tokens; a refused code is :class:`CodeRejected`."""
+        """Trade an authorization code for tokens; a refused code is :class:`CodeRejected`.
+
+        Zoom refuses a bad, expired or reused code with ``400 invalid_request``, so any
+        400 here means the code, not the proxy's configuration.
+        """
         form = {
             "grant_type": "authorization_code",
             "code": code,
             "redirect_uri": self.redirect_uri,
             "code_verifier": verifier,
         }
-        return await self._token_call(form, rejected=CodeRejected)
+        return await self._token_call(form, rejected=CodeRejected, rejected_errors=None)
 
     async def refresh(self, refresh_token: str) -> Tokens:
         """Rotate the token pair; a dead refresh token is :class:`RefreshRejected`."""
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-        return await self._token_call(form, rejected=RefreshRejected)
+        return await self._token_call(
+            form, rejected=RefreshRejected, rejected_errors=frozenset({"invalid_grant"})
+        )
 
     async def revoke(self, token: str) -> bool:
         """Revoke the authorization at Zoom, best effort: failures are logged, not raised."""
@@ -112,7 +120,9 @@ class ZoomOAuth:
             async with self.http.get(f"{self.api_base_url}/users/me", headers=headers) as response:
                 body = await _json_or_none(response)
                 status = response.status
-        except aiohttp.ServerTimeoutError as exc:
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise UpstreamUnreachable() from exc
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout() from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnreachable() from exc
@@ -130,8 +140,14 @@ class ZoomOAuth:
         return {"Authorization": "Basic " + base64.b64encode(credentials).decode("ascii")}
 
     async def _token_call(
-        self, form: dict[str, str], *, rejected: type[CodeRejected | RefreshRejected]
+        self,
+        form: dict[str, str],
+        *,
+        rejected: type[CodeRejected | RefreshRejected],
+        rejected_errors: frozenset[str] | None,
     ) -> Tokens:
+        """POST to the token endpoint. A 400 whose ``error`` is in ``rejected_errors``
+        (any 400, when that is None) raises ``rejected``."""
         try:
             async with self.http.post(
                 self.token_url,
@@ -147,7 +163,7 @@ class ZoomOAuth:
             log.warning("Zoom's token endpoint answered HTTP %d", status)
             raise TokenEndpointUnavailable()
         error = body.get("error") if isinstance(body, dict) else None
-        if status == 400 and error == "invalid_grant":
+        if status == 400 and (rejected_errors is None or error in rejected_errors):
             raise rejected()
         if status != 200 or not isinstance(body, dict):
             log.error("Zoom's token endpoint answered HTTP %d, error %r", status, error)
@@ -157,7 +173,7 @@ class ZoomOAuth:
             )
         try:
             return _tokens_from(body)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             log.error("Zoom's token endpoint answered without usable tokens")
             raise TokenEndpointInvalid() from exc
 
@@ -166,11 +182,14 @@ def _tokens_from(body: dict[str, Any]) -> Tokens:
     access, refresh = body["access_token"], body["refresh_token"]
     if not (isinstance(access, str) and access and isinstance(refresh, str) and refresh):
         raise ValueError("tokens missing")
+    expires_in = float(body["expires_in"])
+    if not 0 < expires_in <= MAX_EXPIRES_IN:
+        raise ValueError("expires_in out of range")
     scope = body.get("scope", "")
     return Tokens(
         access_token=access,
         refresh_token=refresh,
-        expires_at=time.time() + float(body["expires_in"]),
+        expires_at=time.time() + expires_in,
         scope=scope if isinstance(scope, str) else "",
     )
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
+from cryptography.fernet import Fernet
+from yarl import URL
 
-from tests.conftest import Proxy, ProxyFactory, Zoom
+from tests.conftest import SESSION_KEY, Proxy, ProxyFactory, Zoom
 
 
 async def start_login(
@@ -67,12 +70,29 @@ async def test_two_logins_get_different_states(proxy: Proxy) -> None:
 
 async def test_login_state_cookie_is_httponly_lax_short_lived_and_encrypted(proxy: Proxy) -> None:
     async with proxy.client.get(f"{proxy.url}/auth/login", allow_redirects=False) as response:
-        _, query = await start_login(proxy, proxy.new_client())
+        state = parse_qs(urlsplit(response.headers["Location"]).query)["state"][0]
         morsel = response.cookies["zoom_proxy_login"]
     assert morsel["httponly"] is True
     assert morsel["samesite"] == "Lax"
+    assert morsel["path"] == "/auth/"
     assert 0 < int(morsel["max-age"]) <= 600
-    assert query["state"] not in morsel.value
+    sealed = base64.urlsafe_b64decode(morsel.value + "=" * (-len(morsel.value) % 4))
+    assert state not in morsel.value
+    assert state.encode() not in sealed
+
+
+async def test_an_expired_login_state_cookie_is_refused(proxy: Proxy) -> None:
+    location, _ = await start_login(proxy, proxy.client)
+    code, state = await zoom_code(proxy, proxy.client, location)
+    (sealed,) = [c.value for c in proxy.client.cookie_jar if c.key == "zoom_proxy_login"]
+    fernet = Fernet(SESSION_KEY)
+    stale = fernet.encrypt_at_time(fernet.decrypt(sealed.encode()), int(time.time()) - 601)
+    stale_browser = proxy.new_client()
+    stale_browser.cookie_jar.update_cookies(
+        {"zoom_proxy_login": stale.decode()}, URL(f"{proxy.url}/auth/")
+    )
+    assert (await callback(proxy, stale_browser, code=code, state=state)).status == 400
+    assert proxy.zoom.emulator.counters["code_ok"] == 0
 
 
 async def test_sign_in_lands_on_next_with_a_session(proxy: Proxy) -> None:
@@ -143,6 +163,12 @@ async def test_a_marketplace_callback_without_state_restarts_sign_in(proxy: Prox
     assert (
         proxy.zoom.emulator.counters["code_ok"] + proxy.zoom.emulator.counters["code_rejected"] == 0
     )
+
+
+async def test_a_declined_consent_clears_the_login_state(proxy: Proxy) -> None:
+    await start_login(proxy, proxy.client)
+    response = await callback(proxy, proxy.client, error="access_denied", state="x")
+    assert response.cookies["zoom_proxy_login"]["max-age"] == "0"
 
 
 async def test_a_declined_consent_gets_a_friendly_page(proxy: Proxy) -> None:
@@ -251,6 +277,19 @@ async def test_cookiejar_hands_out_the_session_in_netscape_format(signed_in: Pro
 async def test_cookiejar_is_refused_to_cross_site_requests(signed_in: Proxy) -> None:
     async with signed_in.client.get(
         f"{signed_in.url}/auth/cookiejar", headers={"Sec-Fetch-Site": "cross-site"}
+    ) as response:
+        assert response.status == 403
+        assert "zoom_proxy" not in await response.text()
+
+
+async def test_cookiejar_is_refused_even_to_an_allowed_cors_origin(
+    make_proxy: ProxyFactory,
+) -> None:
+    proxy = await make_proxy(cors={"allowed_origins": ["http://127.0.0.1:5173"]})
+    await proxy.sign_in()
+    async with proxy.client.get(
+        f"{proxy.url}/auth/cookiejar",
+        headers={"Origin": "http://127.0.0.1:5173", "Sec-Fetch-Site": "same-site"},
     ) as response:
         assert response.status == 403
         assert "zoom_proxy" not in await response.text()

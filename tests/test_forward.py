@@ -130,6 +130,12 @@ async def test_client_credentials_cookies_and_hop_by_hop_headers_never_reach_zoo
     )
 
 
+async def test_expect_continue_is_handled_here_not_forwarded(signed_in: Proxy) -> None:
+    record = await echo(signed_in, "POST", "/expect", data=b"x" * 100, expect100=True)
+    assert "expect" not in header_names(record)
+    assert record["body_length"] == 100
+
+
 async def test_host_is_zooms_not_the_clients(signed_in: Proxy) -> None:
     record = await echo(signed_in, "GET", "/host", headers={"Host": "attacker.example"})
     hosts = [v for k, v in record["headers"] if k.lower() == "host"]

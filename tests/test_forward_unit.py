@@ -121,3 +121,19 @@ def test_the_upstream_url_keeps_path_and_query_byte_for_byte() -> None:
 def test_unsafe_paths_never_make_an_upstream_url(raw: str) -> None:
     with pytest.raises(UnsafePath):
         upstream_url("https://api.zoom.us/v2", raw)
+
+
+def test_zoom_cannot_grant_cors_to_anyone() -> None:
+    result = response_headers_for_client(
+        headers(
+            ("Access-Control-Allow-Origin", "*"),
+            ("Access-Control-Allow-Credentials", "true"),
+            ("Content-Type", "application/json"),
+        )
+    )
+    assert list(result.keys()) == ["Content-Type"]
+
+
+def test_a_fragment_never_truncates_the_upstream_query() -> None:
+    with pytest.raises(UnsafePath):
+        upstream_url("https://api.zoom.us/v2", "/api/users?a=1#x&b=2")

@@ -59,8 +59,14 @@ async def test_no_secret_reaches_any_log_line(
 
 
 def test_access_paths_keep_query_keys_but_never_values() -> None:
-    assert redacted_target("/auth/callback", "code=abc&state=def") == "/auth/callback?code&state"
-    assert redacted_target("/api/users", "") == "/api/users"
+    assert redacted_target("/auth/callback?code=abc&state=def") == "/auth/callback?code&state"
+    assert redacted_target("/api/users") == "/api/users"
+
+
+def test_a_request_cannot_forge_a_log_line() -> None:
+    forged = redacted_target("/nope%0A2026-01-01%20INFO%20FORGED?a%0Ab=1")
+    assert "\n" not in forged
+    assert forged.startswith("/nope%0A2026")
 
 
 def test_json_logs_are_one_object_a_line() -> None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import time
 
 import aiohttp
+from aiohttp.test_utils import unused_port
+from cryptography.fernet import Fernet
 
-from tests.conftest import Proxy, ProxyFactory, fetch_with_cookie
+from tests.conftest import SESSION_KEY, Proxy, ProxyFactory, fetch_with_cookie
 
 SHORT_LIFETIME = 30  # inside the default refresh.margin of 60 s
 
@@ -115,7 +118,9 @@ async def test_25_concurrent_requests_with_an_expiring_session_refresh_once(prox
     assert all(set_session_cookie(r) for r in responses)
 
 
-async def test_25_concurrent_requests_rejected_by_zoom_refresh_once(signed_in: Proxy) -> None:
+async def test_25_concurrent_requests_whose_token_zoom_refuses_refresh_once(
+    signed_in: Proxy,
+) -> None:
     cookie = signed_in.cookie_header()
     signed_in.zoom.emulator.expire_access_tokens()
     responses = await asyncio.gather(*(get_me(signed_in, cookie) for _ in range(25)))
@@ -178,6 +183,10 @@ async def test_token_endpoint_timing_out_is_503(make_proxy: ProxyFactory) -> Non
     proxy.zoom.emulator.token_endpoint_mode = "slow"
     async with proxy.client.get(f"{proxy.url}/api/users/me") as response:
         assert response.status == 503
+        assert "zoom_proxy" not in response.cookies
+    proxy.zoom.emulator.token_endpoint_mode = "ok"
+    async with proxy.client.get(f"{proxy.url}/api/users/me") as response:
+        assert response.status == 200
 
 
 async def test_token_endpoint_nonsense_is_502(signed_in: Proxy) -> None:
@@ -221,3 +230,43 @@ async def test_the_replay_limit_is_the_configured_one_not_aiohttps(
         assert response.status == 200
         assert (await response.json())["body_sha256"] == hashlib.sha256(body).hexdigest()
     assert proxy.zoom.emulator.counters["refresh_ok"] == 1
+
+
+async def test_refreshed_tokens_reach_the_client_even_when_the_answer_is_an_error(
+    make_proxy: ProxyFactory,
+) -> None:
+    healthy = await make_proxy()
+    cookie = await sign_in_with_expiring_token(healthy)
+    dead_api = await make_proxy(zoom={"api_base_url": f"http://127.0.0.1:{unused_port()}/v2"})
+    broken = await get_me(dead_api, cookie)
+    assert broken.status == 502
+    refreshed = set_session_cookie(broken)
+    assert refreshed
+    assert (await get_me(healthy, f"zoom_proxy={refreshed}")).status == 200
+    assert healthy.zoom.emulator.counters["refresh_rejected"] == 0
+
+
+async def test_a_chunked_body_over_the_replay_limit_is_not_replayed(
+    make_proxy: ProxyFactory,
+) -> None:
+    proxy = await make_proxy(upstream={"max_replay_body": 1000})
+    await proxy.sign_in()
+    proxy.zoom.emulator.expire_access_tokens()
+
+    async def chunked() -> object:
+        for _ in range(4):
+            yield b"c" * 600
+
+    async with proxy.client.put(f"{proxy.url}/api/_test/upload", data=chunked()) as response:
+        assert response.status == 401
+        assert set_session_cookie(response)
+    assert proxy.zoom.emulator.counters["api_401"] == 1
+
+
+async def test_an_expired_session_cookie_is_signed_out(make_proxy: ProxyFactory) -> None:
+    proxy = await make_proxy(session={"max_age": 60})
+    await proxy.sign_in()
+    name, value = proxy.cookie_header().split("=", 1)
+    plain = Fernet(SESSION_KEY).decrypt(value.encode())
+    stale = Fernet(SESSION_KEY).encrypt_at_time(plain, int(time.time()) - 120)
+    assert (await get_me(proxy, f"{name}={stale.decode()}")).status == 401
