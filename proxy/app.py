@@ -14,6 +14,7 @@ from .forward import forward
 from .guards import add_cors_headers, origin_guard
 from .http_errors import error_middleware
 from .keys import FERNET, HTTP, OAUTH, REFRESHER, SETTINGS, STORAGE
+from .lifecycle import LIFECYCLE, Lifecycle
 from .oauth import ZoomOAuth
 from .pages import signed_in_page, signed_out_page
 from .refresh import Refresher
@@ -34,11 +35,18 @@ def create_app(settings: Settings) -> web.Application:
         secure=settings.session.cookie_secure,
         samesite=settings.session.cookie_samesite,
     )
+    lifecycle = Lifecycle()
     app = web.Application(
-        # The session middleware is outermost so that a session changed by a refresh is
-        # saved even when the answer turns out to be an error.
-        middlewares=[session_middleware(storage), error_middleware, origin_guard],
+        # The session middleware is outside the error translation so that a session
+        # changed by a refresh is saved even when the answer turns out to be an error.
+        middlewares=[
+            lifecycle.middleware,
+            session_middleware(storage),
+            error_middleware,
+            origin_guard,
+        ],
     )
+    app[LIFECYCLE] = lifecycle
     app[SETTINGS] = settings
     app[FERNET] = fernet
     app[STORAGE] = storage
@@ -109,5 +117,5 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     http = request.app.get(HTTP)
-    ready = http is not None and not http.closed
+    ready = http is not None and not http.closed and not request.app[LIFECYCLE].draining
     return web.json_response({"ready": ready}, status=200 if ready else 503)

@@ -10,6 +10,7 @@ that quotes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
+from .lifecycle import LIFECYCLE
 from .logs import AccessLogger
 
 log = logging.getLogger(__name__)
@@ -104,7 +106,10 @@ async def serve_until_signalled(
     shutdown_timeout: float,
     announce: Callable[[], None],
 ) -> None:
-    """Serve until SIGINT or SIGTERM, then drain for at most ``shutdown_timeout``."""
+    """Serve until SIGINT or SIGTERM; then drain for at most ``shutdown_timeout``.
+
+    While draining, requests are still served but ``/readyz`` answers 503.
+    """
     runner = await start(app, host=host, port=port, shutdown_timeout=shutdown_timeout)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -113,5 +118,10 @@ async def serve_until_signalled(
     announce()
     try:
         await stop.wait()
+        lifecycle = app.get(LIFECYCLE)
+        if lifecycle is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(shutdown_timeout):
+                    await lifecycle.drain()
     finally:
         await runner.cleanup()

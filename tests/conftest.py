@@ -37,6 +37,7 @@ class Proxy:
     settings: Settings
     url: str
     zoom: Zoom
+    app: web.Application
     client: aiohttp.ClientSession
     _extra: list[aiohttp.ClientSession] = field(default_factory=list)
 
@@ -123,11 +124,13 @@ async def make_proxy(zoom: Zoom) -> AsyncIterator[ProxyFactory]:
     async def start(**sections: Any) -> Proxy:
         port = unused_port()
         settings = settings_from_mapping(proxy_config(zoom.base_url, port, **sections), environ={})
-        runner = await serve.start(create_app(settings), host="127.0.0.1", port=port)
+        app = create_app(settings)
+        runner = await serve.start(app, host="127.0.0.1", port=port)
         proxy = Proxy(
             settings=settings,
             url=settings.public_url,
             zoom=zoom,
+            app=app,
             client=aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)),
         )
         started.append((runner, proxy))

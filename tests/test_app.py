@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from proxy.lifecycle import LIFECYCLE
 from tests.conftest import Proxy
 
 
@@ -50,3 +53,19 @@ async def test_wrong_methods_are_405_json_with_allow(proxy: Proxy) -> None:
         assert response.status == 405
         assert "GET" in response.headers["Allow"]
         assert (await response.json())["error"] == "method_not_allowed"
+
+
+async def test_draining_reports_not_ready_but_keeps_serving_until_idle(signed_in: Proxy) -> None:
+    lifecycle = signed_in.app[LIFECYCLE]
+    async with signed_in.client.get(
+        f"{signed_in.url}/api/_test/download", params={"bytes": str(8 << 20)}
+    ) as download:
+        await download.content.readexactly(1 << 16)
+        drained = asyncio.create_task(lifecycle.drain())
+        async with signed_in.new_client().get(f"{signed_in.url}/readyz") as response:
+            assert response.status == 503
+        async with signed_in.client.get(f"{signed_in.url}/auth/me") as response:
+            assert response.status == 200
+        assert not drained.done()
+        assert len(await download.read()) == (8 << 20) - (1 << 16)
+    await asyncio.wait_for(drained, timeout=10)
