@@ -268,3 +268,36 @@ async def test_a_client_that_leaves_mid_download_closes_the_upstream_request(
     await asyncio.wait_for(
         signed_in.zoom.emulator.wait_for_counter("downloads_aborted", 1), timeout=10
     )
+
+
+async def test_no_response_headers_within_the_timeout_is_504(make_proxy: ProxyFactory) -> None:
+    proxy = await make_proxy(upstream={"timeout": 0.3})
+    await proxy.sign_in()
+    async with proxy.client.get(f"{proxy.url}/api/_test/hold_headers") as response:
+        assert response.status == 504
+        assert (await response.json())["error"] == "upstream_timeout"
+    await asyncio.wait_for(proxy.zoom.emulator.wait_for_counter("holds_aborted", 1), timeout=10)
+
+
+async def test_a_body_that_goes_silent_is_cut_off_not_completed(make_proxy: ProxyFactory) -> None:
+    proxy = await make_proxy(upstream={"timeout": 0.3})
+    await proxy.sign_in()
+    async with proxy.client.get(
+        f"{proxy.url}/api/_test/hold_body", params={"bytes": str(1 << 20)}
+    ) as response:
+        assert response.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+    await asyncio.wait_for(proxy.zoom.emulator.wait_for_counter("holds_aborted", 1), timeout=10)
+
+
+async def test_one_pooled_keep_alive_connection_serves_successive_requests(
+    signed_in: Proxy,
+) -> None:
+    for _ in range(3):
+        async with signed_in.new_client().get(
+            f"{signed_in.url}/api/users/me", headers={"Cookie": signed_in.cookie_header()}
+        ) as response:
+            assert response.status == 200
+    ports = {r.peer_port for r in signed_in.zoom.emulator.api_requests[-3:]}
+    assert len(ports) == 1

@@ -3,7 +3,7 @@
 Every request is first read (streaming, hashed) and recorded exactly as received, then
 its bearer token is checked, then it is routed. The ``_test`` routes give the proxy's
 tests what real Zoom does only sometimes: echoes, large or broken bodies, gzip,
-rate limits and cookies.
+rate limits, cookies, and answers held until the test releases them.
 """
 
 from __future__ import annotations
@@ -33,17 +33,19 @@ PAGE_SIZE = 30
 _RATE_LIMIT_MESSAGE = (
     "You have reached the maximum per-second rate limit for this API. Try again later."
 )
-_PATTERN = bytes(range(256)) * (CHUNK_SIZE // 256)
+_PATTERN = bytes(range(256)) * (CHUNK_SIZE // 256 + 1)
 
 _RECORD = web.RequestKey("record", RecordedRequest)
 _BODY = web.RequestKey[bytes | None]("body")
 _USER = web.RequestKey("user", EmulatedUser)
 
 
-def download_chunks(size: int) -> Iterator[bytes]:
-    """The body of ``/v2/_test/download?bytes=size`` in 64 KiB pieces: byte k is k % 256."""
-    for offset in range(0, size, CHUNK_SIZE):
-        yield _PATTERN[: min(CHUNK_SIZE, size - offset)]
+def download_chunks(size: int, start: int = 0) -> Iterator[bytes]:
+    """The body of ``/v2/_test/download?bytes=size`` from byte *start* on, in pieces of
+    at most 64 KiB: byte k is k % 256."""
+    for offset in range(start, size, CHUNK_SIZE):
+        first = offset % 256
+        yield _PATTERN[first : first + min(CHUNK_SIZE, size - offset)]
 
 
 def _api_error(status: int, code: int, message: str) -> web.Response:
@@ -59,8 +61,16 @@ def _zoom_time(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _peer_port(request: web.Request) -> int:
+    """The client's source port, 0 if unknown (say, a Unix socket)."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    port = peer[1] if isinstance(peer, tuple) and len(peer) > 1 else 0
+    return port if isinstance(port, int) else 0
+
+
 async def _receive(request: web.Request) -> tuple[RecordedRequest, bytes | None]:
     """Read the body in constant memory; keep it only when at most KEPT_BODY_LIMIT."""
+    peer_port = _peer_port(request)
     digest = hashlib.sha256()
     length = 0
     kept: bytearray | None = bytearray()
@@ -72,7 +82,9 @@ async def _receive(request: web.Request) -> tuple[RecordedRequest, bytes | None]
         else:
             kept = None
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
-    record = RecordedRequest(request.method, request.raw_path, headers, digest.hexdigest(), length)
+    record = RecordedRequest(
+        request.method, request.raw_path, headers, digest.hexdigest(), length, peer_port
+    )
     return record, None if kept is None else bytes(kept)
 
 
@@ -97,6 +109,8 @@ class ApiRoutes:
         router.add_get("/_test/rate_limited", self.rate_limited)
         router.add_get("/_test/set_cookie", self.set_cookie)
         router.add_get("/_test/broken", self.broken)
+        router.add_get("/_test/hold_headers", self.hold_headers)
+        router.add_get("/_test/hold_body", self.hold_body)
         return app
 
     @web.middleware
@@ -203,6 +217,30 @@ class ApiRoutes:
             await response.write(chunk)
         if request.transport is not None:
             request.transport.close()
+        return response
+
+    async def hold_headers(self, request: web.Request) -> web.StreamResponse:
+        """Send nothing until `ZoomEmulator.release_held`, then ``{"released": true}``."""
+        await self._emulator.hold()
+        return web.json_response({"released": True})
+
+    async def hold_body(self, request: web.Request) -> web.StreamResponse:
+        """Promise *bytes* bytes, send the first half, hold until released, send the rest."""
+        size = _size_param(request)
+        if size is None:
+            return _api_error(400, 300, "Invalid field: bytes.")
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = size
+        await response.prepare(request)
+        try:
+            for chunk in download_chunks(size // 2):
+                await response.write(chunk)
+            await self._emulator.hold()
+            for chunk in download_chunks(size, start=size // 2):
+                await response.write(chunk)
+        except ConnectionError:
+            return response  # the client went away: aiohttp ends this quietly
+        await response.write_eof()
         return response
 
     async def gzip(self, request: web.Request) -> web.StreamResponse:

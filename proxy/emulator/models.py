@@ -61,13 +61,18 @@ def default_user() -> EmulatedUser:
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    """A request that reached ``/v2``, exactly as it arrived (before any auth check)."""
+    """A request that reached ``/v2``, exactly as it arrived (before any auth check).
+
+    *peer_port* is the client's source port (0 if unknown): requests that share it came
+    over one keep-alive connection.
+    """
 
     method: str
     raw_path: str
     headers: list[tuple[str, str]]
     body_sha256: str
     body_length: int
+    peer_port: int = 0
 
     def as_json(self) -> dict[str, Any]:
         """The body of ``/v2/_test/echo``."""
@@ -77,6 +82,7 @@ class RecordedRequest:
             "headers": [list(pair) for pair in self.headers],
             "body_sha256": self.body_sha256,
             "body_length": self.body_length,
+            "peer_port": self.peer_port,
         }
 
 
@@ -102,11 +108,13 @@ class TokenSet:
 
 
 class InvalidGrant(Exception):
-    """The token endpoint refuses a code or refresh token; *reason* is Zoom's text."""
+    """The token endpoint refuses a code or refresh token: HTTP 400 with Zoom's *reason*
+    and *error* (``invalid_request`` for codes, ``invalid_grant`` for refresh tokens)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, error: str = "invalid_grant") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.error = error
 
 
 class InvalidAccessToken(Exception):

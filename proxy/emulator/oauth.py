@@ -149,7 +149,7 @@ class OAuthRoutes:
             else:
                 return _oauth_error(400, "unsupported_grant_type", "Unsupported grant type")
         except InvalidGrant as exc:
-            return _oauth_error(400, "invalid_grant", exc.reason)
+            return _oauth_error(400, exc.error, exc.reason)
         body = tokens.as_json(api_url=str(request.url.origin()))
         return web.json_response(body, headers={"Cache-Control": "no-store"})
 

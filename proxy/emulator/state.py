@@ -90,10 +90,12 @@ class ZoomEmulator:
     - `token_endpoint_mode`: see the property.
     - `counters`: "authorize", "code_ok", "code_rejected", "refresh_ok",
       "refresh_rejected", "revoke", "api_ok", "api_401", "token_requests" (every
-      call to the token endpoint, whatever its mode) and "downloads_aborted".
+      call to the token endpoint, whatever its mode), "downloads_aborted" and
+      "holds_aborted" (a held handler cancelled because its client went away).
     - `api_requests`: every request that reached ``/v2``, as received.
     - `meetings`: meetings created through the API, by user id.
     - `clock`: seconds since the epoch; code age and token expiry follow it.
+    - `held_requests`, `wait_for_held`, `release_held`: the ``/v2/_test/hold_*`` routes.
     """
 
     def __init__(
@@ -121,6 +123,8 @@ class ZoomEmulator:
         self._mode = "ok"
         self._changed: asyncio.Event | None = None  # set and replaced on every change
         self._stalled = 0
+        self._held = 0
+        self._released: asyncio.Event | None = None  # created lazily, set once for good
         self._grants: list[_Grant] = []
         self._codes: dict[str, _Code] = {}
         self._access: dict[str, _AccessToken] = {}
@@ -180,6 +184,48 @@ class ZoomEmulator:
             self._stalled -= 1
             self._announce_change()
 
+    # --- held responses (``/v2/_test/hold_headers`` and ``/v2/_test/hold_body``) -----
+
+    @property
+    def held_requests(self) -> int:
+        """How many handlers of the hold routes are holding right now."""
+        return self._held
+
+    async def wait_for_held(self, count: int = 1) -> None:
+        """Return once at least *count* handlers of the hold routes are holding."""
+        while self._held < count:
+            await self._next_change()
+
+    def release_held(self) -> None:
+        """Let every held handler finish. For good: later hold requests do not hold.
+
+        To hold again, use a new emulator.
+        """
+        self._release_event().set()
+
+    async def hold(self) -> None:
+        """Wait until `release_held`, counted in `held_requests`; for the hold routes.
+
+        A client that goes away cancels its handler (with aiohttp's
+        ``handler_cancellation=True``, as `TestServer` and ``proxy.serve`` use): the hold
+        ends, counting "holds_aborted", and the cancellation goes on to aiohttp.
+        """
+        self._held += 1
+        self._announce_change()
+        try:
+            await self._release_event().wait()
+        except asyncio.CancelledError:
+            self.counters["holds_aborted"] += 1
+            raise
+        finally:
+            self._held -= 1
+            self._announce_change()
+
+    def _release_event(self) -> asyncio.Event:
+        if self._released is None:
+            self._released = asyncio.Event()
+        return self._released
+
     def _announce_change(self) -> None:
         if self._changed is not None:
             self._changed.set()
@@ -221,22 +267,25 @@ class ZoomEmulator:
     def exchange_code(self, *, code: str, redirect_uri: str, code_verifier: str) -> TokenSet:
         """Trade an authorization code for tokens; raises `InvalidGrant`.
 
-        A code is spent by its first exchange attempt, successful or not.
+        A code is spent by its first exchange attempt, successful or not. Like Zoom, every
+        refusal is ``invalid_request`` (not ``invalid_grant``); unlike Zoom, the reason
+        never echoes the code.
         """
         entry = self._codes.pop(code, None)
         if entry is None or entry.grant.revoked:
-            problem = "(unknown or already used)"
+            problem = "unknown or already used"
         elif self.clock() - entry.issued_at > CODE_LIFETIME:
-            problem = "(expired)"
+            problem = "expired"
         elif redirect_uri != entry.redirect_uri:
-            problem = "(redirect_uri differs from the authorize request)"
+            problem = "redirect_uri differs from the authorize request"
         elif not tokens.verifier_matches(code_verifier, entry.code_challenge):
-            problem = "(code_verifier does not match code_challenge)"
+            problem = "code_verifier does not match code_challenge"
         else:
             self.counters["code_ok"] += 1
             return self._issue_tokens(entry.grant)
         self.counters["code_rejected"] += 1
-        raise InvalidGrant(f"Invalid authorization code {problem}")
+        logger.debug("authorization code refused: %s", problem)
+        raise InvalidGrant("Invalid authorization code", error="invalid_request")
 
     def refresh(self, refresh_token: str) -> TokenSet:
         """Rotate a refresh token into a new pair; the old one dies at once."""
