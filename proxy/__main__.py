@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
+import uvloop
 from aiohttp import web
 
 from . import serve
@@ -105,7 +105,7 @@ def _serve(
         )
 
     try:
-        asyncio.run(run())
+        uvloop.run(run())
     except OSError as error:
         print(f"cannot listen on {host}:{port}: {error.strerror or error}", file=sys.stderr)
         return EXIT_CANNOT_LISTEN

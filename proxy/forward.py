@@ -8,6 +8,7 @@ when the request body could be kept, one retry.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -101,8 +102,12 @@ def response_headers_for_client(headers: CIMultiDictProxy[str]) -> CIMultiDict[s
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def upstream_url(api_base_url: str, raw_path: str) -> URL:
-    """Zoom's URL for a raw ``/api/...`` request target, or :class:`UnsafePath`."""
+    """Zoom's URL for a raw ``/api/...`` request target, or :class:`UnsafePath`.
+
+    Cached: clients call the same few paths over and over, and a URL is immutable.
+    """
     if not raw_path.startswith(API_PREFIX):
         raise UnsafePath()
     path, question, query = raw_path[len(API_PREFIX) :].partition("?")

@@ -65,6 +65,11 @@ def redacted_target(raw_target: str) -> str:
 class AccessLogger(AbstractAccessLogger):
     """One line per request: method, redacted path, status, duration, user."""
 
+    @property
+    def enabled(self) -> bool:
+        # aiohttp skips the whole access-log call when this is false.
+        return self.logger.isEnabledFor(logging.INFO)
+
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         user_id = request.get(USER_ID, "-") if isinstance(request, web.Request) else "-"
         fields = {

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp_session import AbstractStorage, Session, get_session, new_session
+from aiohttp_session import SessionData as StoredSession
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,9 @@ COOKIE_BYTES_LIMIT = 4096
 _ATTRIBUTES_ALLOWANCE = 160
 #: Chunks beyond this are never read, so a flood of cookies costs nothing.
 MAX_CHUNKS = 8
+#: Decrypted sessions kept per process, keyed by cookie value, so a busy client pays
+#: for Fernet and JSON once rather than on every request.
+DECRYPTED_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +132,7 @@ class ChunkedCookieStorage(AbstractStorage):
         max_age: int,
         secure: bool,
         samesite: str,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(
             cookie_name=cookie_name,
@@ -138,34 +144,70 @@ class ChunkedCookieStorage(AbstractStorage):
         )
         self._fernet = fernet
         self._chunk_size = COOKIE_BYTES_LIMIT - _ATTRIBUTES_ALLOWANCE - len(cookie_name)
+        self._chunk_names = [cookie_name] + [f"{cookie_name}_{i}" for i in range(1, MAX_CHUNKS)]
+        self._decrypted: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
+        self._lifetime = max_age
+        self._clock = clock
 
     def chunk_name(self, index: int) -> str:
-        return self.cookie_name if index == 0 else f"{self.cookie_name}_{index}"
+        return self._chunk_names[index]
 
     def chunks(self, request: web.Request) -> list[tuple[str, str]]:
-        """The session cookies this request carries, in order, as (name, value)."""
+        """The session cookies this request carries, in order, as (name, value).
+
+        Read straight from the ``Cookie`` header: on the hot path, parsing every other
+        cookie of the site into a mapping costs more than decrypting a cached session.
+        Our values are unpadded base64 and need no quoting; quotes a client added
+        anyway are removed.
+        """
+        ours: dict[str, str] = {}
+        for part in request.headers.get("Cookie", "").split(";"):
+            name, equals, value = part.strip().partition("=")
+            if equals and name.startswith(self.cookie_name):
+                ours.setdefault(name, value.strip('"'))
         found: list[tuple[str, str]] = []
-        for index in range(MAX_CHUNKS):
-            name = self.chunk_name(index)
-            value = request.cookies.get(name)
-            if value is None:
+        for name in self._chunk_names:
+            chunk = ours.get(name)
+            if chunk is None:
                 break
-            found.append((name, value))
+            found.append((name, chunk))
         return found
 
     def load_cookie(self, request: web.Request) -> str | None:
-        return "".join(value for _, value in self.chunks(request)) or None
+        value = "".join(chunk for _, chunk in self.chunks(request))
+        # Stored without base64 padding, which would make cookie libraries quote it.
+        return value + "=" * (-len(value) % 4) if value else None
 
     async def load_session(self, request: web.Request) -> Session:
         value = self.load_cookie(request)
-        if value is None:
-            return Session(None, data=None, new=True, max_age=self.max_age)
+        data = None if value is None else self._decrypt(value)
+        return Session(
+            None, data=cast(StoredSession | None, data), new=data is None, max_age=self.max_age
+        )
+
+    def _decrypt(self, value: str) -> dict[str, Any] | None:
+        """The stored data of a cookie value, or ``None``; cached, expiry still enforced."""
+        cached = self._decrypted.get(value)
+        if cached is not None:
+            issued_at, data = cached
+            if self._clock() - issued_at <= self._lifetime:
+                self._decrypted.move_to_end(value)
+                return data
+            del self._decrypted[value]
         try:
-            data = json.loads(self._fernet.decrypt(value.encode("ascii"), ttl=self.max_age))
+            token = value.encode("ascii")
+            now = int(self._clock())
+            data = json.loads(self._fernet.decrypt_at_time(token, self._lifetime, now))
+            if not isinstance(data, dict):
+                raise ValueError("not a session")
+            issued_at = self._fernet.extract_timestamp(token)
         except (InvalidToken, UnicodeError, ValueError):
             log.warning("session cookie could not be decrypted; treating the client as signed out")
-            return Session(None, data=None, new=True, max_age=self.max_age)
-        return Session(None, data=data, new=False, max_age=self.max_age)
+            return None
+        self._decrypted[value] = (issued_at, data)
+        if len(self._decrypted) > DECRYPTED_CACHE_SIZE:
+            self._decrypted.popitem(last=False)
+        return data
 
     async def save_session(
         self, request: web.Request, response: web.StreamResponse, session: Session
@@ -173,7 +215,8 @@ class ChunkedCookieStorage(AbstractStorage):
         value = ""
         if not session.empty:
             plain = json.dumps(self._get_session_data(session), separators=(",", ":"))
-            value = self._fernet.encrypt(plain.encode()).decode("ascii")
+            sealed = self._fernet.encrypt_at_time(plain.encode(), int(self._clock()))
+            value = sealed.decode("ascii").rstrip("=")
         self.write_cookies(request, response, value)
 
     def write_cookies(self, request: web.Request, response: web.StreamResponse, value: str) -> None:

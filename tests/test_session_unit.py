@@ -139,3 +139,36 @@ def test_malformed_session_json_is_signed_out() -> None:
 
 def test_tokens_repr_hides_the_tokens() -> None:
     assert "aaaa" not in repr(session_data(600).tokens)
+
+
+async def test_cookie_values_need_no_quoting() -> None:
+    response = await saved(storage(), session_data(2000), request_with({}))
+    assert all('"' not in header for header in set_cookie_headers(response))
+
+
+async def test_quoted_cookie_values_from_clients_still_load() -> None:
+    store = storage()
+    response = await saved(store, session_data(600), request_with({}))
+    quoted = f'"{response.cookies["zoom_proxy"].value}"'
+    loaded = await store.load_session(request_with({"zoom_proxy": quoted}))
+    assert SessionData.from_json(loaded) == session_data(600)
+
+
+async def test_a_cached_session_still_expires() -> None:
+    now = [1_800_000_000.0]
+    store = ChunkedCookieStorage(
+        make_fernet((KEY,)),
+        cookie_name="zoom_proxy",
+        max_age=3600,
+        secure=True,
+        samesite="Lax",
+        clock=lambda: now[0],
+    )
+    session = Session(None, data=None, new=True, max_age=3600)
+    session.update(session_data(600).to_json())
+    response = web.Response()
+    await store.save_session(request_with({}), response, session)
+    cookies = {"zoom_proxy": response.cookies["zoom_proxy"].value}
+    assert not (await store.load_session(request_with(cookies))).empty
+    now[0] += 3601
+    assert (await store.load_session(request_with(cookies))).empty
