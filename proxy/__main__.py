@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -30,11 +34,24 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--port", type=int, default=DEMO_PORT, help="the demo's port (default 8080)"
     )
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="processes sharing the port through SO_REUSEPORT (default 1)",
+    )
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("gen-key", help="print a new session key")
     check = commands.add_parser("check-config", help="validate a config and exit")
     check.add_argument("--config", dest="check_config", help="config file to validate")
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _load(path: str | None) -> Settings | None:
@@ -76,13 +93,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     async def proxy_app() -> web.Application:
         return create_app(settings)
 
-    return _serve(
+    serve_one = functools.partial(
+        _serve,
         proxy_app,
         host=settings.listen.host,
         port=settings.listen.port,
         shutdown_timeout=settings.listen.shutdown_timeout,
         message=f"zoom-proxy listening on {settings.public_url}",
     )
+    if args.workers == 1:
+        return serve_one()
+    return _run_workers(args.workers, functools.partial(serve_one, reuse_port=True))
+
+
+def _run_workers(count: int, serve_one: Callable[[], int]) -> int:
+    """Fork ``count`` workers sharing the port (SO_REUSEPORT); the kernel spreads
+    connections over them. Signals are passed on; the worst exit status is returned."""
+    children: list[int] = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(serve_one())
+        children.append(pid)
+
+    def pass_on(signum: int, _: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, pass_on)
+    signal.signal(signal.SIGINT, pass_on)
+    return max(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) for child in children)
 
 
 def _serve(
@@ -92,6 +133,7 @@ def _serve(
     port: int,
     shutdown_timeout: float,
     message: str,
+    reuse_port: bool = False,
 ) -> int:
     """Serve until SIGTERM or SIGINT; a port that cannot be bound is one clear line."""
 
@@ -100,6 +142,7 @@ def _serve(
             await make_app(),
             host=host,
             port=port,
+            reuse_port=reuse_port,
             shutdown_timeout=shutdown_timeout,
             announce=lambda: print(message, flush=True),
         )

@@ -85,13 +85,18 @@ class ProxyRunner(web.AppRunner):
 
 
 async def start(
-    app: web.Application, *, host: str, port: int, shutdown_timeout: float = 10.0
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    shutdown_timeout: float = 10.0,
+    reuse_port: bool = False,
 ) -> ProxyRunner:
     """Start ``app`` on ``host:port``; the caller awaits ``runner.cleanup()``."""
     runner = ProxyRunner(app, shutdown_timeout=shutdown_timeout, **SERVER_OPTIONS)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
     except BaseException:
         await runner.cleanup()
         raise
@@ -105,12 +110,15 @@ async def serve_until_signalled(
     port: int,
     shutdown_timeout: float,
     announce: Callable[[], None],
+    reuse_port: bool = False,
 ) -> None:
     """Serve until SIGINT or SIGTERM; then drain for at most ``shutdown_timeout``.
 
     While draining, requests are still served but ``/readyz`` answers 503.
     """
-    runner = await start(app, host=host, port=port, shutdown_timeout=shutdown_timeout)
+    runner = await start(
+        app, host=host, port=port, shutdown_timeout=shutdown_timeout, reuse_port=reuse_port
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

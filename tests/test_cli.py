@@ -95,6 +95,11 @@ session:
     )
 
 
+def children_of(pid: int) -> list[str]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return children.read_text().split() if children.exists() else []
+
+
 def is_listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(TIMEOUT)
@@ -399,3 +404,22 @@ def test_a_busy_port_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_workers_share_the_port_and_all_stop_on_sigterm(tmp_path: Path) -> None:
+    port = unused_port()
+    log = tmp_path / "proxy.log"
+    async with running(
+        "--config", str(good_config(tmp_path, port)), "--workers", "2", stderr_path=log
+    ) as server:
+        assert f"http://127.0.0.1:{port}" in await first_line(server)
+        assert f"http://127.0.0.1:{port}" in await first_line(server)
+        children = children_of(server.pid)
+        assert len(children) == 2
+        async with aiohttp.ClientSession() as client:
+            for _ in range(4):
+                async with client.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    assert response.status == 200
+        server.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(server.wait(), TIMEOUT) == 0
+    assert children_of(server.pid) == []
