@@ -58,6 +58,8 @@ _CORS_RESPONSE_PREFIX = "access-control-"
 #: Headers aiohttp's client would invent; the client's own (or none) go upstream instead.
 _NO_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
 READ_CHUNK = 1 << 16
+#: Bodies up to this size are read whole and sent with the headers in one write.
+SMALL_BODY = 1 << 16
 _LARGE_BYTES = 1 << 20
 
 
@@ -250,11 +252,11 @@ async def _keep(request: web.Request, session: SessionData, tokens: Tokens) -> T
 async def _relay(
     request: web.Request, upstream: aiohttp.ClientResponse, *, refreshed: bool
 ) -> web.StreamResponse:
-    response = web.StreamResponse(
-        status=upstream.status,
-        reason=upstream.reason,
-        headers=response_headers_for_client(upstream.headers),
-    )
+    headers = response_headers_for_client(upstream.headers)
+    length = upstream.content_length
+    if length is not None and length <= SMALL_BODY and request.method != "HEAD":
+        return await _relay_whole(upstream, headers, length)
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     if refreshed:
         # Before prepare(): a prepared response can no longer take cookies, and the
         # session middleware does not save into streamed responses.
@@ -264,10 +266,29 @@ async def _relay(
         async for chunk in upstream.content.iter_chunked(READ_CHUNK):
             await response.write(chunk)
     except (TimeoutError, aiohttp.ClientError, ConnectionError):
-        # Zoom broke off mid-body (or the client left): cut the client's connection
-        # rather than end the body cleanly, so it can tell the body is incomplete.
-        if request.transport is not None:
-            request.transport.close()
+        _cut_off(request)
         return response
     await response.write_eof()
     return response
+
+
+async def _relay_whole(
+    upstream: aiohttp.ClientResponse, headers: CIMultiDict[str], length: int
+) -> web.StreamResponse:
+    """A small body of known length, sent with its headers in one write.
+
+    The session middleware saves a refreshed session into this kind of response.
+    """
+    try:
+        body = await upstream.content.readexactly(length)
+    except (TimeoutError, aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+        raise UpstreamUnreachable("Zoom's answer broke off.") from exc
+    del headers["Content-Length"]
+    return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
+
+
+def _cut_off(request: web.Request) -> None:
+    """Zoom broke off mid-body (or the client left): close the client's connection rather
+    than end the body cleanly, so the client can tell the body is incomplete."""
+    if request.transport is not None:
+        request.transport.close()

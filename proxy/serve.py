@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 MAX_FIELD_SIZE = 32 * 1024
 #: The request line: path and query. Zoom's own limits are far below this.
 MAX_LINE_SIZE = 16 * 1024
+#: Pending connections the kernel queues for us (capped by net.core.somaxconn). With
+#: asyncio's default of 128, a burst of 1,000 clients overflows the queue and waits
+#: for SYN retries.
+BACKLOG = 4096
 
 SERVER_OPTIONS: dict[str, Any] = {
     "max_field_size": MAX_FIELD_SIZE,
@@ -96,7 +100,8 @@ async def start(
     runner = ProxyRunner(app, shutdown_timeout=shutdown_timeout, **SERVER_OPTIONS)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=BACKLOG)
+        await site.start()
     except BaseException:
         await runner.cleanup()
         raise

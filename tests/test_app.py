@@ -69,3 +69,10 @@ async def test_draining_reports_not_ready_but_keeps_serving_until_idle(signed_in
         assert not drained.done()
         assert len(await download.read()) == (8 << 20) - (1 << 16)
     await asyncio.wait_for(drained, timeout=10)
+
+
+def test_aiohttps_c_parsers_are_in_use() -> None:
+    from aiohttp import http_parser
+
+    assert http_parser.HttpRequestParser.__module__ == "aiohttp._http_parser"
+    assert http_parser.HttpResponseParser.__module__ == "aiohttp._http_parser"
