@@ -15,6 +15,8 @@ from .guards import add_cors_headers, origin_guard
 from .http_errors import error_middleware
 from .keys import FERNET, HTTP, OAUTH, REFRESHER, SETTINGS, STORAGE
 from .lifecycle import LIFECYCLE, Lifecycle
+from .logs import TRUST_FORWARDED, add_request_id_header, request_id_middleware
+from .metrics import METRICS, Metrics
 from .oauth import ZoomOAuth
 from .pages import signed_in_page, signed_out_page
 from .refresh import Refresher
@@ -34,24 +36,32 @@ def create_app(settings: Settings) -> web.Application:
         max_age=settings.session.max_age,
         secure=settings.session.cookie_secure,
         samesite=settings.session.cookie_samesite,
+        trust_forwarded_proto=settings.trust_forwarded_headers,
     )
     lifecycle = Lifecycle()
+    metrics = Metrics()
+    storage.on_decode_failure = metrics.count_decode_failure
     app = web.Application(
-        # The session middleware is outside the error translation so that a session
-        # changed by a refresh is saved even when the answer turns out to be an error.
         middlewares=[
+            request_id_middleware,
+            metrics.middleware,
             lifecycle.middleware,
+            # Outside the error translation, so that a session changed by a refresh
+            # is saved even when the answer turns out to be an error.
             session_middleware(storage),
             error_middleware,
             origin_guard,
         ],
     )
     app[LIFECYCLE] = lifecycle
+    app[METRICS] = metrics
+    app[TRUST_FORWARDED] = settings.trust_forwarded_headers
     app[SETTINGS] = settings
     app[FERNET] = fernet
     app[STORAGE] = storage
     app.cleanup_ctx.append(_zoom_client)
     app.on_response_prepare.append(add_cors_headers)
+    app.on_response_prepare.append(add_request_id_header)
     # First, so the hot path is the router's first match.
     app.router.add_route("*", "/api/{tail:.*}", forward)
     app.router.add_get("/", index)
@@ -62,6 +72,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/auth/cookiejar", auth.cookiejar)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if settings.metrics.enabled:
+        app.router.add_get("/metrics", metrics.handle)
     return app
 
 
@@ -98,6 +110,7 @@ async def _zoom_client(app: web.Application) -> AsyncIterator[None]:
         oauth.refresh,
         margin=settings.refresh.margin,
         rotation_grace=settings.refresh.rotation_grace,
+        on_outcome=app[METRICS].count_refresh,
     )
     app[HTTP], app[OAUTH], app[REFRESHER] = http, oauth, refresher
     yield

@@ -46,7 +46,7 @@ def _login_cookie_name(request: web.Request) -> str:
 def _set_login_cookie(request: web.Request, response: web.StreamResponse, value: str) -> None:
     """Set (or with an empty ``value``, expire) the login-state cookie."""
     name = _login_cookie_name(request)
-    secure = request.app[SETTINGS].session.cookie_secure
+    secure = request.app[STORAGE].secure_for(request)
     if value:
         response.set_cookie(
             name,

@@ -27,7 +27,8 @@ from .errors import (
     UpstreamUnreachable,
 )
 from .keys import HTTP, REFRESHER, SETTINGS, STORAGE
-from .logs import USER_ID
+from .logs import UPSTREAM_STATUS, USER_ID
+from .metrics import METRICS
 from .security import is_safe_api_path
 from .session import SessionData, Tokens, load_session_data, replace_session
 
@@ -195,20 +196,23 @@ async def _send(
         trust_forwarded=settings.trust_forwarded_headers,
     )
     try:
-        return await request.app[HTTP].request(
-            request.method,
-            url,
-            headers=headers,
-            data=body.payload(),
-            allow_redirects=False,
-            skip_auto_headers=_NO_AUTO_HEADERS,
-        )
+        with request.app[METRICS].upstream_latency.time():
+            upstream = await request.app[HTTP].request(
+                request.method,
+                url,
+                headers=headers,
+                data=body.payload(),
+                allow_redirects=False,
+                skip_auto_headers=_NO_AUTO_HEADERS,
+            )
     except aiohttp.ConnectionTimeoutError as exc:
         raise UpstreamUnreachable() from exc
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise UpstreamTimeout() from exc
     except aiohttp.ClientError as exc:
         raise UpstreamUnreachable() from exc
+    request[UPSTREAM_STATUS] = upstream.status
+    return upstream
 
 
 async def forward(request: web.Request) -> web.StreamResponse:

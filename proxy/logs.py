@@ -1,7 +1,8 @@
-"""Logging set-up and the access log: readable text or one JSON object a line.
+"""Logging set-up, request ids and the access log: readable text or one JSON object a line.
 
-The access log never shows a query value: ``/auth/callback?code=...`` carries an
-authorization code, so only the query's keys are kept.
+Every line logged while a request is handled carries its request id. The access log
+never shows a query value: ``/auth/callback?code=...`` carries an authorization
+code, so only the query's keys are kept.
 """
 
 from __future__ import annotations
@@ -9,15 +10,57 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import uuid
+from contextvars import ContextVar
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Handler
 
 from .config import LoggingSettings
 
 #: The Zoom user a request acted for, set by handlers once a session is loaded.
 USER_ID = web.RequestKey("user_id", str)
+#: The status Zoom's API answered a forwarded request with.
+UPSTREAM_STATUS = web.RequestKey("upstream_status", int)
+REQUEST_ID = web.RequestKey("request_id", str)
+#: The request id of the request being handled, for log lines that have no request.
+current_request_id: ContextVar[str] = ContextVar("current_request_id", default="-")
+_REQUEST_ID_HEADER = "X-Request-ID"
+_MAX_REQUEST_ID = 128
+
+
+def accepted_request_id(value: str | None) -> str:
+    """The client's ``X-Request-ID`` if sane (1-128 printable ASCII), else a new one."""
+    if value and len(value) <= _MAX_REQUEST_ID and all(0x21 <= ord(c) <= 0x7E for c in value):
+        return value
+    return uuid.uuid4().hex
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = accepted_request_id(request.headers.get(_REQUEST_ID_HEADER))
+    request[REQUEST_ID] = request_id
+    token = current_request_id.set(request_id)
+    try:
+        return await handler(request)
+    finally:
+        current_request_id.reset(token)
+
+
+async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every answer names its request, errors and streams too."""
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None:
+        response.headers[_REQUEST_ID_HEADER] = request_id
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = current_request_id.get()
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -29,6 +72,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", "-"),
         }
         access = getattr(record, "access", None)
         if isinstance(access, dict):
@@ -40,10 +84,13 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(settings: LoggingSettings) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_RequestIdFilter())
     if settings.format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.level.upper())
@@ -71,21 +118,38 @@ class AccessLogger(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.INFO)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        user_id = request.get(USER_ID, "-") if isinstance(request, web.Request) else "-"
         fields = {
             "method": request.method,
             "path": redacted_target(request.raw_path),
             "status": response.status,
             "duration_ms": round(time * 1000, 1),
-            "user_id": user_id,
-            "remote": request.remote or "-",
+            "user_id": request.get(USER_ID, "-"),
+            "request_id": request.get(REQUEST_ID, "-"),
+            "upstream_status": request.get(UPSTREAM_STATUS),
+            "remote": client_address(request),
         }
         self.logger.info(
-            "%s %s %d %.1fms user=%s",
+            "%s %s %d %.1fms user=%s upstream=%s remote=%s",
             fields["method"],
             fields["path"],
             fields["status"],
             fields["duration_ms"],
-            user_id,
-            extra={"access": fields},
+            fields["user_id"],
+            fields["upstream_status"] or "-",
+            fields["remote"],
+            extra={"access": fields, "request_id": fields["request_id"]},
         )
+
+
+#: Set by ``create_app`` from ``trust_forwarded_headers``.
+TRUST_FORWARDED = web.AppKey("trust_forwarded", bool)
+
+
+def client_address(request: web.BaseRequest) -> str:
+    """The client's address; behind a trusted front proxy, the right-most
+    ``X-Forwarded-For`` hop, the one the front proxy itself saw."""
+    if isinstance(request, web.Request) and request.app.get(TRUST_FORWARDED):
+        hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",")]
+        if hops[-1]:
+            return hops[-1]
+    return request.remote or "-"

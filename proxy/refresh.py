@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-from .errors import TokenEndpointUnavailable
+from .errors import RefreshRejected, TokenEndpointUnavailable
 from .session import Tokens
 
 RefreshCall = Callable[[str], Awaitable[Tokens]]
@@ -45,11 +45,13 @@ class Refresher:
         margin: float,
         rotation_grace: float,
         clock: Callable[[], float] = time.monotonic,
+        on_outcome: Callable[[str], None] = lambda outcome: None,
     ) -> None:
         self._refresh_call = refresh_call
         self._margin = margin
         self._grace = rotation_grace
         self._clock = clock
+        self._on_outcome = on_outcome
         self._in_flight: dict[str, asyncio.Future[Tokens]] = {}
         self._successors: OrderedDict[str, tuple[float, Tokens]] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -57,12 +59,15 @@ class Refresher:
     def successor(self, tokens: Tokens) -> Tokens:
         """The newest tokens known to replace ``tokens`` within the grace, else ``tokens``."""
         self._forget_expired()
+        newest = tokens
         for _ in range(_MAX_CHAIN):
-            entry = self._successors.get(tokens.refresh_token)
+            entry = self._successors.get(newest.refresh_token)
             if entry is None:
                 break
-            tokens = entry[1]
-        return tokens
+            newest = entry[1]
+        if newest is not tokens:
+            self._on_outcome("rotated_grace_hit")
+        return newest
 
     async def fresh(self, tokens: Tokens) -> Tokens:
         """Tokens good to forward with: a successor, or a proactive refresh near expiry.
@@ -105,10 +110,12 @@ class Refresher:
             future.cancel()
             raise
         except Exception as exc:  # every waiter learns the one outcome
+            self._on_outcome("invalid_grant" if isinstance(exc, RefreshRejected) else "error")
             future.set_exception(exc)
             # All clients may have left; nobody else would ever retrieve it.
             future.exception()
         else:
+            self._on_outcome("ok")
             self._successors[key] = (self._clock() + self._grace, successor)
             future.set_result(successor)
         finally:

@@ -132,6 +132,7 @@ class ChunkedCookieStorage(AbstractStorage):
         max_age: int,
         secure: bool,
         samesite: str,
+        trust_forwarded_proto: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(
@@ -148,6 +149,9 @@ class ChunkedCookieStorage(AbstractStorage):
         self._decrypted: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
         self._lifetime = max_age
         self._clock = clock
+        self._trust_forwarded_proto = trust_forwarded_proto
+        #: Called for every cookie that fails to decrypt (a metric, say).
+        self.on_decode_failure: Callable[[], None] = lambda: None
 
     def chunk_name(self, index: int) -> str:
         return self._chunk_names[index]
@@ -203,6 +207,7 @@ class ChunkedCookieStorage(AbstractStorage):
             issued_at = self._fernet.extract_timestamp(token)
         except (InvalidToken, UnicodeError, ValueError):
             log.warning("session cookie could not be decrypted; treating the client as signed out")
+            self.on_decode_failure()
             return None
         self._decrypted[value] = (issued_at, data)
         if len(self._decrypted) > DECRYPTED_CACHE_SIZE:
@@ -219,17 +224,25 @@ class ChunkedCookieStorage(AbstractStorage):
             value = sealed.decode("ascii").rstrip("=")
         self.write_cookies(request, response, value)
 
+    def secure_for(self, request: web.Request) -> bool:
+        """``Secure`` per config, and also when a trusted front proxy says it spoke https."""
+        return bool(self.cookie_params["secure"]) or (
+            self._trust_forwarded_proto
+            and request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+        )
+
     def write_cookies(self, request: web.Request, response: web.StreamResponse, value: str) -> None:
         """Set ``value`` over as many chunks as it needs and expire the ones it no longer uses."""
         chunks = [value[i : i + self._chunk_size] for i in range(0, len(value), self._chunk_size)]
         params = self.cookie_params
+        secure = self.secure_for(request)
         for index, chunk in enumerate(chunks):
             response.set_cookie(
                 self.chunk_name(index),
                 chunk,
                 max_age=self.max_age,
                 path=params["path"],
-                secure=params["secure"],
+                secure=secure,
                 httponly=True,
                 samesite=params["samesite"],
             )
@@ -239,7 +252,7 @@ class ChunkedCookieStorage(AbstractStorage):
                 response.del_cookie(
                     name,
                     path=params["path"],
-                    secure=params["secure"],
+                    secure=secure,
                     httponly=True,
                     samesite=params["samesite"],
                 )

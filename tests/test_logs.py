@@ -78,6 +78,7 @@ def test_json_logs_are_one_object_a_line() -> None:
         "level": "info",
         "logger": "proxy",
         "message": "hello there",
+        "request_id": "-",
         "status": 200,
     }
 

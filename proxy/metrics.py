@@ -1,0 +1,99 @@
+"""Prometheus metrics, through prometheus-client, on ``GET /metrics``.
+
+Each app has its own registry, so several apps in one process (tests, the demo)
+never share counters.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_ROUTE_CLASSES = (("/api/", "api"), ("/auth/", "auth"), ("/healthz", "probe"), ("/readyz", "probe"))
+
+
+def route_class(path: str) -> str:
+    """A small, fixed label set: never the path itself, which would explode the series."""
+    for prefix, name in _ROUTE_CLASSES:
+        if path.startswith(prefix):
+            return name
+    return {"/": "page", "/metrics": "metrics"}.get(path, "other")
+
+
+class Metrics:
+    """What the proxy counts; handlers call the ``count_*``/``observe_*`` methods."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "zoom_proxy_requests",
+            "Requests answered, by route class, method and status class.",
+            ("route", "method", "status"),
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "zoom_proxy_in_flight_requests", "Requests being handled.", registry=self.registry
+        )
+        self.upstream_latency = Histogram(
+            "zoom_proxy_upstream_latency_seconds",
+            "Time from sending a request to Zoom's API to its response headers.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.refreshes = Counter(
+            "zoom_proxy_refreshes",
+            "Token refreshes by outcome: ok, rotated_grace_hit, invalid_grant, error.",
+            ("outcome",),
+            registry=self.registry,
+        )
+        self.sign_ins = Counter(
+            "zoom_proxy_sign_ins",
+            "Sign-ins by outcome.",
+            ("outcome",),
+            registry=self.registry,
+        )
+        self.session_decode_failures = Counter(
+            "zoom_proxy_session_decode_failures",
+            "Session cookies that could not be decrypted (tampered, expired, old key).",
+            registry=self.registry,
+        )
+
+    def count_refresh(self, outcome: str) -> None:
+        self.refreshes.labels(outcome).inc()
+
+    def count_sign_in(self, outcome: str) -> None:
+        self.sign_ins.labels(outcome).inc()
+
+    def count_decode_failure(self) -> None:
+        self.session_decode_failures.inc()
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        status = 500
+        self.in_flight.inc()
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        finally:
+            self.in_flight.dec()
+            method = request.method if request.method in _METHODS else "other"
+            self.requests.labels(route_class(request.path), method, f"{status // 100}xx").inc()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """``GET /metrics``: the Prometheus text format."""
+        return web.Response(
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+
+METRICS = web.AppKey("metrics", Metrics)
