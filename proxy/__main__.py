@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import logging
 import os
 import signal
 import sys
@@ -17,6 +18,8 @@ from . import serve
 from .app import create_app
 from .config import ConfigError, LoggingSettings, Settings, generate_key, load_settings
 from .logs import configure_logging
+
+log = logging.getLogger("proxy")
 
 EXIT_BAD_CONFIG = 2
 EXIT_CANNOT_LISTEN = 1
@@ -100,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=settings.listen.port,
         shutdown_timeout=settings.listen.shutdown_timeout,
         message=f"zoom-proxy listening on {settings.public_url}",
+        # JSON logs are the only output then: a plain line would break the stream.
+        on_stdout=settings.logging.format == "text",
     )
     if args.workers == 1:
         return serve_one()
@@ -133,6 +138,7 @@ def _serve(
     port: int,
     shutdown_timeout: float,
     message: str,
+    on_stdout: bool = True,
     reuse_port: bool = False,
 ) -> int:
     """Serve until SIGTERM or SIGINT; a port that cannot be bound is one clear line."""
@@ -144,7 +150,7 @@ def _serve(
             port=port,
             reuse_port=reuse_port,
             shutdown_timeout=shutdown_timeout,
-            announce=lambda: print(message, flush=True),
+            announce=lambda: _announce(message, on_stdout=on_stdout),
         )
 
     try:
@@ -153,6 +159,13 @@ def _serve(
         print(f"cannot listen on {host}:{port}: {error.strerror or error}", file=sys.stderr)
         return EXIT_CANNOT_LISTEN
     return 0
+
+
+def _announce(message: str, *, on_stdout: bool) -> None:
+    """Logged, and printed for the person at the terminal unless logs are JSON."""
+    log.info("%s", message)
+    if on_stdout:
+        print(message, flush=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from .errors import AccessDenied, BadRequest, LoginStateInvalid, ProxyError, Una
 from .guards import is_same_origin_or_direct
 from .http_errors import is_browser_navigation, render_error
 from .keys import FERNET, OAUTH, SETTINGS, STORAGE
+from .metrics import METRICS
 from .oauth import random_token
 from .pages import message_page
 from .security import safe_next
@@ -92,8 +93,10 @@ async def login(request: web.Request) -> web.Response:
 
 async def callback(request: web.Request) -> web.Response:
     """``GET /auth/callback``: check the state first, then exchange the code."""
+    count = request.app[METRICS].count_sign_in
     query = request.query
     if "error" in query:
+        count("declined")
         declined = _declined(request, query.get("error", ""))
         _set_login_cookie(request, declined, "")
         return declined
@@ -101,19 +104,24 @@ async def callback(request: web.Request) -> web.Response:
     if code and "state" not in query:
         # Installed from the Zoom Marketplace: no state to check, so never trust the
         # code; a fresh sign-in from this browser gets one with a state.
+        count("restarted")
         return web.Response(
             status=302, headers={"Location": "/auth/login", "Cache-Control": "no-store"}
         )
     if not code:
+        count("bad_request")
         raise BadRequest("The callback lacks an authorization code. Start sign-in again.")
     expected = _read_login_state(request)
     if expected is None or not hmac.compare_digest(
         expected.state.encode(), query["state"].encode()
     ):
+        count("invalid_state")
         raise LoginStateInvalid()
     try:
         response = await _complete_sign_in(request, code, expected)
+        count("ok")
     except ProxyError as error:
+        count(error.code)
         response = render_error(request, error)
     _set_login_cookie(request, response, "")
     return response

@@ -1,0 +1,90 @@
+"""``python -m bench [--quick] [...]`` and ``python -m bench soak [--minutes N]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import shlex
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import report, run, soak
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="zoom-proxy beside nginx and a minimal Go proxy, on loopback.",
+    )
+    parser.add_argument("--quick", action="store_true", help="a smoke run of about a minute")
+    parser.add_argument("--duration", type=float, help="seconds per wrk run (default 10)")
+    parser.add_argument("--connections", type=int, help="wrk connections for small GETs (64)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds of small GETs (3)")
+    parser.add_argument("--load-connections", type=int, help="connections for the load test (1000)")
+    parser.add_argument("--load-duration", type=float, help="seconds of the load test (30)")
+    parser.add_argument(
+        "--max-other-load",
+        type=float,
+        help="measure a run again if other programs took more than this share of the CPU (0.1)",
+    )
+    parser.add_argument("--out", type=Path, help="JSON result (default bench/results/<date>.json)")
+    parser.add_argument("--keep-temp", action="store_true", help="keep the temp dir and logs")
+    commands = parser.add_subparsers(dest="command")
+    soak_parser = commands.add_parser("soak", help="mixed traffic with token refreshes")
+    soak_parser.add_argument("--minutes", type=float, default=5.0, help="how long (5)")
+    soak_parser.add_argument("--concurrency", type=int, default=20, help="requests in flight (20)")
+    soak_parser.add_argument("--out", dest="soak_out", type=Path, help="also write JSON here")
+    return parser
+
+
+def _options(args: argparse.Namespace) -> run.Options:
+    options = run.QUICK if args.quick else run.Options()
+    changes = {
+        "seconds": args.duration,
+        "connections": args.connections,
+        "rounds": args.rounds,
+        "load_connections": args.load_connections,
+        "load_seconds": args.load_duration,
+        "max_other_load": args.max_other_load,
+    }
+    return dataclasses.replace(options, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        print("interrupted: every process stopped, temp files removed", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(arguments)
+    command = shlex.join(["python", "-m", "bench", *arguments])
+    date = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if args.command == "soak":
+        return soak.main(
+            minutes=args.minutes,
+            concurrency=args.concurrency,
+            out=args.soak_out,
+            say=_say,
+            header={"date": date, "command": command},
+        )
+    result = {"date": date, "command": command}
+    result.update(run.run_async(_options(args), _say, args.keep_temp))
+    print(report.markdown(result))
+    path = report.write_json(result, args.out)
+    print(f"\nJSON: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+module zoomproxybench
+
+go 1.19

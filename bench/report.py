@@ -1,0 +1,138 @@
+"""The markdown table, and the JSON result file."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+
+LABELS = {
+    "direct": "direct (nginx upstream, no proxy)",
+    "nginx": "nginx proxy_pass",
+    "go": "Go httputil.ReverseProxy",
+    "zoom-proxy": "zoom-proxy",
+}
+
+
+def _number(value: float, digits: int = 0) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def _size(count: int) -> str:
+    return f"{count >> 30} GiB" if count >= 1 << 30 else f"{count >> 20} MiB"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    machine, options = result["machine"], result["options"]
+    if machine["servers_pinned_to"] is None:
+        pinning = f"{machine['usable_cores']} usable core: nothing pinned"
+    else:
+        pinning = (
+            f"{machine['usable_cores']} cores: proxies and upstream pinned to core "
+            f"{machine['servers_pinned_to']}, wrk and curl to core "
+            f"{machine['load_generator_pinned_to']}"
+        )
+    lines = [
+        f"zoom-proxy benchmark, {result['date']}: `{result['command']}`",
+        "",
+        f"Machine: {pinning}. Loopback only.",
+        "",
+        f"**Small GET** (`wrk -t1 -c{options['connections']} -d{options['seconds']:g}s`, "
+        f"~100-byte JSON, median of {options['rounds']} interleaved rounds; "
+        "CPU time of the proxy's process tree from /proc)",
+        "",
+        "| target | req/s | p50 ms | p99 ms | CPU µs/request |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, data in result["small_gets"].items():
+        lines.append(
+            f"| {LABELS.get(name, name)} | {_number(data['requests_per_second'])} "
+            f"| {_number(data['p50_ms'], 2)} | {_number(data['p99_ms'], 2)} "
+            f"| {_number(data['cpu_us_per_request'], 1)} |"
+        )
+    foreign = max(data["max_foreign_cpu_share"] for data in result["small_gets"].values())
+    lines += [
+        "",
+        f"Other load on the machine during these runs (CPU time of anything but the "
+        f"benchmark, steal included): at most {foreign:.0%} of all cores.",
+    ]
+    streamed = result["streaming"]
+    lines += [
+        "",
+        f"**Streaming** (curl, {_size(streamed['download_bytes'])} down, "
+        f"{_size(streamed['upload_bytes'])} up, median of {options['stream_rounds']} rounds;"
+        f" other load at most {streamed['max_foreign_cpu_share']:.0%})",
+        "",
+        "| target | download MB/s | upload MB/s | CPU s/GB down | CPU s/GB up |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in LABELS:
+        if name in streamed:
+            data = streamed[name]
+            lines.append(
+                f"| {LABELS[name]} | {_number(data['download_mb_per_second'])} "
+                f"| {_number(data['upload_mb_per_second'])} "
+                f"| {_number(data['download_cpu_seconds_per_gb'], 2)} "
+                f"| {_number(data['upload_cpu_seconds_per_gb'], 2)} |"
+            )
+    ratios = result["ratios"]
+    rows = [
+        ("req/s (higher is better)", "requests_per_second"),
+        ("CPU per request (lower is better)", "cpu_us_per_request"),
+        ("p50 latency (lower is better)", "p50_ms"),
+        ("p99 latency (lower is better)", "p99_ms"),
+        ("download MB/s (higher is better)", "download_mb_per_second"),
+        ("upload MB/s (higher is better)", "upload_mb_per_second"),
+    ]
+    lines += ["", "**Ratios, zoom-proxy ÷ other**", "", "| | ÷ nginx | ÷ Go |", "|---|---:|---:|"]
+    for label, key in rows:
+        nginx, go = ratios[f"{key}/nginx"], ratios[f"{key}/go"]
+        lines.append(f"| {label} | {_number(nginx, 2)} | {_number(go, 2)} |")
+    memory = streamed["zoom_proxy_memory"]
+    load = result["concurrency"]
+    window = load["rss_window_seconds"]
+    lines += [
+        "",
+        "**zoom-proxy memory and load**",
+        "",
+        "| measure | value |",
+        "|---|---:|",
+        f"| peak RSS (VmHWM), download | {_number(memory['peak_rss_download_mib'], 1)} MiB |",
+        f"| peak RSS (VmHWM), upload | {_number(memory['peak_rss_upload_mib'], 1)} MiB |",
+        f"| RSS sampled every 0.1 s while streaming: max "
+        f"| {_number(memory['max_sampled_rss_mib'], 1)} MiB |",
+        f"| {load['connections']:,} connections, {load['seconds']:g} s: req/s "
+        f"| {_number(load['requests_per_second'])} |",
+        f"| {load['connections']:,} connections: p99, max "
+        f"| {_number(load['p99_ms'], 1)} ms, {_number(load['max_ms'], 1)} ms |",
+        f"| {load['connections']:,} connections: errors (socket + non-2xx) | {load['errors']} |",
+        f"| {load['connections']:,} connections: other load on the machine "
+        f"| {load['foreign_cpu_share']:.0%} |",
+        f"| {load['connections']:,} connections: listen-queue overflows (kernel, all sockets) "
+        f"| {load['listen_queue_overflows']} |",
+        f"| RSS, mean of first {window:g} s → last {window:g} s "
+        f"| {_number(load['rss_first_mib'], 1)} → {_number(load['rss_last_mib'], 1)} MiB |",
+    ]
+    workers = result["workers"]
+    if "skipped" in workers:
+        lines.append(f"| `--workers 2` ÷ `--workers 1` req/s | skipped: {workers['skipped']} |")
+    else:
+        lines.append(
+            f"| `--workers 2` ÷ `--workers 1` req/s (unpinned, wrk -t2) "
+            f"| {_number(workers['ratio_requests_per_second'], 2)} "
+            f"({_number(workers['workers=2']['requests_per_second'])} vs "
+            f"{_number(workers['workers=1']['requests_per_second'])}) |"
+        )
+    return "\n".join(lines)
+
+
+def write_json(result: dict[str, Any], out: Path | None) -> Path:
+    path = out or RESULTS / f"{result['date'].replace(':', '-')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    return path

@@ -1,0 +1,257 @@
+"""Set-up: the options, the pinning, and every server started and signed in."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import statistics
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from proxy import serve
+from proxy.emulator import ZoomEmulator
+
+from . import gobuild, nginx, streaming, zoomproxy
+from .procs import Child, Supervisor, free_port, wait_for_port
+
+Say = Callable[[str], None]
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Options:
+    """How long and how hard; ``--quick`` shrinks everything for a smoke run."""
+
+    seconds: float = 10
+    connections: int = 64
+    rounds: int = 3
+    warmup: float = 2
+    download_bytes: int = GIB
+    upload_bytes: int = 512 * MIB
+    stream_rounds: int = 3
+    load_connections: int = 1000
+    load_seconds: float = 30
+    scaling_seconds: float = 10
+    scaling_rounds: int = 3
+    #: A small-GET run during which other programs took more than this share of the
+    #: machine's CPU is measured again (after a pause), at most ``retries`` times.
+    max_other_load: float = 0.10
+    retries: int = 3
+
+
+QUICK = Options(
+    seconds=3,
+    rounds=1,
+    warmup=1,
+    download_bytes=256 * MIB,
+    upload_bytes=128 * MIB,
+    stream_rounds=1,
+    load_seconds=6,
+    scaling_seconds=3,
+    scaling_rounds=1,
+    retries=1,
+)
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """Which cores the servers and the load generator run on (None: not pinned)."""
+
+    cores: int
+    servers: str | None
+    load: str | None
+
+    @classmethod
+    def detect(cls) -> Pinning:
+        usable = sorted(os.sched_getaffinity(0))
+        if len(usable) < 2:
+            return cls(len(usable), None, None)
+        return cls(len(usable), str(usable[0]), str(usable[1]))
+
+
+@dataclass(frozen=True)
+class Target:
+    """Something to send small GETs to, and the process tree whose CPU time it costs."""
+
+    name: str
+    url: str
+    headers: dict[str, str]
+    pid: int
+
+
+@dataclass
+class Setup:
+    """Everything the measurements need, once started and signed in."""
+
+    temp: Path
+    pinning: Pinning
+    upstream: Child
+    zoom: zoomproxy.ZoomProxy
+    endpoints: zoomproxy.ZoomEndpoints
+    targets: list[Target]
+    upload_file: Path
+    supervisor: Supervisor
+    workers_supported: bool
+    streaming_foreign_share: float = 0.0
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def rotated(items: Sequence[Target], by: int) -> list[Target]:
+    """``items`` starting at position ``by``: each round runs the targets in another order."""
+    shift = by % len(items)
+    return [*items[shift:], *items[:shift]]
+
+
+# --- set-up -------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def emulator_running() -> AsyncIterator[tuple[ZoomEmulator, str]]:
+    """The Zoom emulator in this process, auto-approving sign-ins."""
+    emulator = ZoomEmulator()
+    runner = await serve.start(emulator.app(), host="127.0.0.1", port=0)
+    try:
+        yield emulator, f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def check(target: Target, expected_body: str) -> None:
+    """One request through ``target``: it must answer the upstream's body, and 401 without auth."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as client:
+        async with client.get(target.url, headers=target.headers) as response:
+            body = await response.text()
+            if response.status != 200 or body != expected_body:
+                raise RuntimeError(f"{target.name}: {response.status} {body[:200]!r}")
+        if target.name in ("go", "zoom-proxy"):
+            async with client.get(target.url) as response:
+                if response.status != 401:
+                    raise RuntimeError(f"{target.name} answered {response.status} without a cookie")
+
+
+async def start_everything(
+    supervisor: Supervisor,
+    temp: Path,
+    pinning: Pinning,
+    options: Options,
+    emulator: ZoomEmulator,
+    emulator_url: str,
+) -> Setup:
+    servers = pinning.servers
+    binaries = await gobuild.build(temp)
+    big_file, upload_file = temp / "big.bin", temp / "upload.bin"
+    await asyncio.to_thread(streaming.make_sparse_file, big_file, options.download_bytes)
+    await asyncio.to_thread(streaming.make_sparse_file, upload_file, options.upload_bytes)
+
+    sink_port = free_port()
+    sink = await supervisor.start(
+        "gosink",
+        [str(binaries.sink), "-listen", f"127.0.0.1:{sink_port}"],
+        cores=servers,
+        env={"GOMAXPROCS": "1"},
+    )
+    await wait_for_port(sink, sink_port)
+    upstream_port = free_port()
+    upstream = await nginx.start(
+        supervisor,
+        "nginx-upstream",
+        temp / "nginx-upstream",
+        nginx.upstream_config(
+            temp / "nginx-upstream", port=upstream_port, sink_port=sink_port, big_file=big_file
+        ),
+        port=upstream_port,
+        cores=servers,
+    )
+    api_base = f"http://127.0.0.1:{upstream_port}/v2"
+    endpoints = zoomproxy.ZoomEndpoints(
+        oauth_base=emulator_url,
+        api_base=api_base,
+        client_id=emulator.client_id,
+        client_secret=emulator.client_secret,
+    )
+    zoom = await zoomproxy.start(supervisor, "zoom-proxy", endpoints, temp, cores=servers)
+    zoom_cookie = await zoomproxy.signed_in_cookie(zoom.url)
+    # The same (Zoom-sized) access token zoom-proxy sends, for the other proxies.
+    issued = emulator.issued_tokens()
+    access_token = next(token for token in issued if emulator.user_for(token) is not None)
+    refresh_token = next(token for token in issued if token != access_token)
+
+    nginx_port = free_port()
+    nginx_proxy = await nginx.start(
+        supervisor,
+        "nginx-proxy",
+        temp / "nginx-proxy",
+        nginx.proxy_config(
+            temp / "nginx-proxy",
+            port=nginx_port,
+            upstream_port=upstream_port,
+            access_token=access_token,
+        ),
+        port=nginx_port,
+        cores=servers,
+    )
+    go_key = os.urandom(32)
+    go_port = free_port()
+    go_proxy = await supervisor.start(
+        "goproxy",
+        [
+            str(binaries.proxy),
+            "-listen",
+            f"127.0.0.1:{go_port}",
+            "-upstream",
+            api_base,
+            "-cookie",
+            gobuild.COOKIE_NAME,
+        ],
+        cores=servers,
+        env={"GOMAXPROCS": "1", "BENCH_SESSION_KEY": go_key.hex()},
+    )
+    await wait_for_port(go_proxy, go_port)
+    # A session like oauth2-proxy's: the tokens and who the user is; only the access token is used.
+    go_cookie = gobuild.session_cookie(
+        go_key,
+        {
+            "access_token": access_token,
+            "refresh_token": refresh_token,
+            "expires_at": int(time.time()) + 3599,
+            "user": nginx.USER,
+        },
+    )
+    targets = [
+        Target(
+            "direct",
+            f"{api_base}/fast",
+            {"Authorization": f"Bearer {access_token}"},
+            upstream.child.pid,
+        ),
+        Target("nginx", f"http://127.0.0.1:{nginx_port}/api/fast", {}, nginx_proxy.child.pid),
+        Target(
+            "go",
+            f"http://127.0.0.1:{go_port}/api/fast",
+            {"Cookie": f"{gobuild.COOKIE_NAME}={go_cookie}"},
+            go_proxy.pid,
+        ),
+        Target("zoom-proxy", f"{zoom.url}/api/fast", {"Cookie": zoom_cookie}, zoom.child.pid),
+    ]
+    for target in targets:
+        await check(target, nginx.FAST_BODY)
+    return Setup(
+        temp=temp,
+        pinning=pinning,
+        upstream=upstream.child,
+        zoom=zoom,
+        endpoints=endpoints,
+        targets=targets,
+        upload_file=upload_file,
+        supervisor=supervisor,
+        workers_supported=await zoomproxy.supports_workers(),
+    )
