@@ -25,6 +25,9 @@ from .session import ChunkedCookieStorage, load_session_data, make_fernet
 #: Connections open to Zoom at once, shared by every user and request. Waiting for a
 #: free one counts against ``upstream.connect_timeout``.
 UPSTREAM_CONNECTIONS = 1024
+#: Bytes buffered per response body before reading pauses: large enough that a fast
+#: download is not paused and resumed every 64 KiB, small enough to stay constant.
+BODY_BUFFER = 1 << 19
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -90,6 +93,7 @@ async def _zoom_client(app: web.Application) -> AsyncIterator[None]:
         ),
         # Bodies pass through compressed, exactly as Zoom sent them.
         auto_decompress=False,
+        read_bufsize=BODY_BUFFER,
         # Zoom's cookies must never be stored, let alone sent on another user's behalf.
         cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,

@@ -58,7 +58,6 @@ _DROPPED_RESPONSE = HOP_BY_HOP | {"set-cookie"}
 _CORS_RESPONSE_PREFIX = "access-control-"
 #: Headers aiohttp's client would invent; the client's own (or none) go upstream instead.
 _NO_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
-READ_CHUNK = 1 << 16
 #: Bodies up to this size are read whole and sent with the headers in one write.
 SMALL_BODY = 1 << 16
 _LARGE_BYTES = 1 << 20
@@ -267,7 +266,7 @@ async def _relay(
         await request.app[STORAGE].save_session(request, response, await get_session(request))
     await response.prepare(request)
     try:
-        async for chunk in upstream.content.iter_chunked(READ_CHUNK):
+        async for chunk in upstream.content.iter_any():
             await response.write(chunk)
     except (TimeoutError, aiohttp.ClientError, ConnectionError):
         _cut_off(request)

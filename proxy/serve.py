@@ -37,6 +37,8 @@ BACKLOG = 4096
 SERVER_OPTIONS: dict[str, Any] = {
     "max_field_size": MAX_FIELD_SIZE,
     "max_line_size": MAX_LINE_SIZE,
+    # Request bodies (uploads) buffer this much before reading pauses.
+    "read_bufsize": 1 << 19,
     # A client that disconnects cancels its handler, which closes its upstream request.
     "handler_cancellation": True,
     "access_log_class": AccessLogger,
