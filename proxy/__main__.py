@@ -12,11 +12,19 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 import uvloop
+import yaml
 from aiohttp import web
 
 from . import serve
 from .app import create_app
-from .config import ConfigError, LoggingSettings, Settings, generate_key, load_settings
+from .config import (
+    ConfigError,
+    LoggingSettings,
+    Settings,
+    effective_config,
+    generate_key,
+    load_settings,
+)
 from .logs import configure_logging
 
 log = logging.getLogger("proxy")
@@ -26,9 +34,24 @@ EXIT_CANNOT_LISTEN = 1
 DEMO_PORT = 8080
 
 
+_EPILOG = """\
+commands:
+  python -m proxy [--config PATH] [--workers N]   run the proxy
+  python -m proxy --demo [--port N]               try it with the built-in Zoom emulator
+  python -m proxy gen-key                         print a new session key
+  python -m proxy check-config [--config PATH]    validate a config, print it (secrets masked)
+
+The config is --config, else $ZOOM_PROXY_CONFIG, else ./config.yaml. A bad config
+prints one line per problem and exits 2.
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m proxy", description="An authenticating reverse proxy for Zoom's REST API."
+        prog="python -m proxy",
+        description="An authenticating reverse proxy for Zoom's REST API.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--config", help="config file (default: $ZOOM_PROXY_CONFIG or ./config.yaml)"
@@ -44,8 +67,15 @@ def _parser() -> argparse.ArgumentParser:
         help="processes sharing the port through SO_REUSEPORT (default 1)",
     )
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("gen-key", help="print a new session key")
-    check = commands.add_parser("check-config", help="validate a config and exit")
+    commands.add_parser(
+        "gen-key", help="print a new session key", description="Print a new Fernet session key."
+    )
+    check = commands.add_parser(
+        "check-config",
+        help="validate a config, print it with secrets masked",
+        description="Validate a config: print the effective config (secrets masked) and exit 0,"
+        " or print every problem, one per line, and exit 2.",
+    )
     check.add_argument("--config", dest="check_config", help="config file to validate")
     return parser
 
@@ -75,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _load(args.check_config or args.config)
         if settings is None:
             return EXIT_BAD_CONFIG
-        print("config OK")
+        print(yaml.safe_dump(effective_config(settings), sort_keys=False), end="")
         return 0
     if args.demo:
         from .demo import demo_app
@@ -86,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host="localhost",
             port=args.port,
             shutdown_timeout=1.0,
-            message=f"zoom-proxy demo, with the built-in Zoom emulator: open http://localhost:{args.port}/",
+            message=_demo_banner(f"http://localhost:{args.port}"),
         )
     settings = _load(args.config)
     if settings is None:
@@ -159,6 +189,16 @@ def _serve(
         print(f"cannot listen on {host}:{port}: {error.strerror or error}", file=sys.stderr)
         return EXIT_CANNOT_LISTEN
     return 0
+
+
+def _demo_banner(url: str) -> str:
+    return f"""\
+zoom-proxy demo, with the built-in Zoom emulator: no Zoom app needed.
+  1. Open {url}/ and click "Sign in with Zoom", then "Approve".
+  2. Try the API as that user: {url}/api/users/me
+  3. From a shell: save the cookie jar linked on that page as zoom-jar.txt, then
+       curl -b zoom-jar.txt -c zoom-jar.txt {url}/api/users/me
+Stop with Ctrl-C."""
 
 
 def _announce(message: str, *, on_stdout: bool) -> None:

@@ -38,7 +38,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import SplitResult, urlsplit
@@ -601,3 +601,22 @@ def load_settings(
     if not isinstance(data, Mapping):
         raise ConfigError(f"{name}: the top level must be a mapping of settings, got {_kind(data)}")
     return settings_from_mapping(data, environ)
+
+
+def effective_config(settings: Settings) -> dict[str, object]:
+    """The settings as a config mapping, defaults filled in and every secret masked."""
+
+    def plain(value: object) -> object:
+        if isinstance(value, Secret):
+            return "**********"
+        if is_dataclass(value) and not isinstance(value, type):
+            return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
+        if isinstance(value, tuple):
+            return [plain(item) for item in value]
+        return value
+
+    result = plain(settings)
+    assert isinstance(result, dict)
+    result["zoom"]["redirect_uri"] = settings.redirect_uri
+    first = ("listen", "public_url", "trust_forwarded_headers")
+    return {key: result[key] for key in (*first, *(k for k in result if k not in first))}

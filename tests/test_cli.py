@@ -23,6 +23,7 @@ from urllib.parse import urljoin
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp.test_utils import unused_port
 from cryptography.fernet import Fernet
 
@@ -208,10 +209,55 @@ async def demo(tmp_path: Path) -> AsyncIterator[str]:
     """``python -m proxy --demo`` on a free port; yields the URL it says to open."""
     port = unused_port()
     async with running("--demo", "--port", str(port), stderr_path=tmp_path / "demo.log") as demo:
-        line = await first_line(demo)
+        banner = await demo_banner(demo)
         url = f"http://localhost:{port}/"
-        assert url in line, line
+        assert f"Open {url} " in banner, banner
         yield url
+
+
+async def demo_banner(process: asyncio.subprocess.Process) -> str:
+    """What ``--demo`` prints once it listens, up to its last line."""
+    lines = [await first_line(process)]
+    while "Ctrl-C" not in lines[-1]:
+        lines.append(await first_line(process))
+    return "".join(lines)
+
+
+async def test_demo_says_what_to_open_and_try_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    port = unused_port()
+    log = tmp_path / "demo.log"
+    async with running("--demo", "--port", str(port), stderr_path=log) as demo:
+        banner = await demo_banner(demo)
+        demo.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(demo.wait(), TIMEOUT) == 0
+    url = f"http://localhost:{port}"
+    assert f"{url}/api/users/me" in banner
+    assert f"curl -b zoom-jar.txt -c zoom-jar.txt {url}/api/users/me" in banner
+    assert "Traceback" not in log.read_text()
+
+
+def test_help_documents_every_command() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("gen-key", "check-config", "--demo", "--workers", "--config", "--port"):
+        assert command in result.stdout
+
+
+def test_check_config_prints_the_effective_config_with_secrets_masked(tmp_path: Path) -> None:
+    key = Fernet.generate_key().decode()
+    env = child_env(
+        ZOOM_CLIENT_ID="the-id", ZOOM_CLIENT_SECRET="s3cret-value", PROXY_SESSION_KEY=key
+    )
+    result = run_cli("check-config", "--config", str(ROOT / "config.yaml"), env=env)
+    assert result.returncode == 0
+    printed = yaml.safe_load(result.stdout)
+    assert printed["zoom"]["client_id"] == "the-id"
+    assert printed["zoom"]["client_secret"] == "**********"
+    assert printed["session"]["secret_keys"] == ["**********"]
+    assert printed["zoom"]["redirect_uri"] == "http://localhost:8080/auth/callback"
+    assert printed["refresh"]["rotation_grace"] == 60
+    assert "s3cret-value" not in result.stdout + result.stderr
+    assert key not in result.stdout + result.stderr
 
 
 @pytest.fixture
