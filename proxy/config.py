@@ -7,7 +7,8 @@ directory, from the file named by ``$ZOOM_PROXY_CONFIG``, or from an explicit pa
     public_url: http://localhost:8080
     trust_forwarded_headers: false
     zoom: {client_id: "${ZOOM_CLIENT_ID}", client_secret: "${ZOOM_CLIENT_SECRET}", ...}
-    session: {secret_keys: ["${PROXY_SESSION_KEY}"], cookie_name: zoom_proxy, ...}
+    session: {secret_keys: ["${PROXY_SESSION_KEY}"], cookie_name: zoom_proxy, store: cookie, ...}
+    redis: {url: "${REDIS_URL:-}", key_prefix: "zoom-proxy:", on_unavailable: fail}
     refresh, upstream, cors, access, logging, metrics: see the shipped config.yaml
 
 Rules, applied in this order:
@@ -62,6 +63,37 @@ class Secret:
     __str__ = __repr__
 
 
+_MASK = "**********"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisURL:
+    """A Redis URL whose password ``repr``, ``str`` and the effective config never show.
+
+    >>> RedisURL("redis://:hunter2@redis:6379/0")
+    RedisURL('redis://:**********@redis:6379/0')
+    """
+
+    value: str = field(repr=False)
+
+    @property
+    def masked(self) -> str:
+        """The URL with its password (and a lone user-info part, which may be one) masked."""
+        parts = urlsplit(self.value)
+        userinfo, at, hostport = parts.netloc.rpartition("@")
+        if at:
+            user, colon, _ = userinfo.partition(":")
+            hostport = f"{user}:{_MASK}@{hostport}" if colon else f"{_MASK}@{hostport}"
+        query = re.sub(r"(?i)(^|&)(password=)[^&]*", rf"\1\2{_MASK}", parts.query)
+        return f"{parts.scheme}://{hostport}{parts.path}" + (f"?{query}" if query else "")
+
+    def __repr__(self) -> str:
+        return f"RedisURL({self.masked!r})"
+
+    def __str__(self) -> str:
+        return self.masked
+
+
 @dataclass(frozen=True, slots=True)
 class ListenSettings:
     """Where the server listens, and how long it drains after SIGTERM (seconds)."""
@@ -94,6 +126,22 @@ class SessionSettings:
     cookie_secure: bool = True
     cookie_samesite: str = "Lax"
     max_age: int = 7776000
+    store: str = "cookie"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """Redis, shared by every replica.
+
+    With ``url`` set, refresh locks and the rotation grace are shared through it; with
+    ``session.store: redis`` it also holds the sessions. ``on_unavailable`` says what a
+    cookie-session replica does while Redis is unreachable: ``fail`` (503) or ``local``
+    (coordinate refreshes within this replica only).
+    """
+
+    url: RedisURL | None = None
+    key_prefix: str = "zoom-proxy:"
+    on_unavailable: str = "fail"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +205,7 @@ class Settings:
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     cors: CorsSettings = field(default_factory=CorsSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
@@ -431,6 +480,33 @@ def _secret_keys(value: object) -> tuple[Secret, ...]:
     return tuple(keys)
 
 
+_REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
+_REDIS_DB = re.compile(r"/?[0-9]*")
+
+
+def _redis_url(value: object) -> RedisURL:
+    """``redis://``, ``rediss://`` (TLS) or ``unix://``; messages never quote the URL,
+    which may carry a password."""
+    if not isinstance(value, str):
+        raise _Invalid(f"expected a string, got {_kind(value)}")
+    usage = "expected redis://[:password@]host[:port][/db], rediss://... (TLS) or unix:///path"
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise _Invalid(usage) from None
+    scheme = parts.scheme.lower()
+    if scheme not in _REDIS_SCHEMES:
+        raise _Invalid(usage)
+    if scheme == "unix" and not parts.path:
+        raise _Invalid("a unix:// URL needs the socket's path, as in unix:///run/redis.sock")
+    if scheme != "unix" and not parts.hostname:
+        raise _Invalid(f"{usage}: the host is missing")
+    if scheme != "unix" and not _REDIS_DB.fullmatch(parts.path):
+        raise _Invalid(f"{usage}: the path must be a database number")
+    return RedisURL(value)
+
+
 _non_negative = _checked(_number, "0 or more", lambda n: n >= 0)
 _positive = _checked(_number, "greater than 0", lambda n: n > 0)
 
@@ -454,6 +530,7 @@ _CONVERTERS: dict[str, _Convert] = {
     "session.cookie_secure": _boolean,
     "session.cookie_samesite": _choice("Lax", "Strict", "None"),
     "session.max_age": _checked(_integer, "greater than 0", lambda n: n > 0),
+    "session.store": _choice("cookie", "redis"),
     "refresh.margin": _non_negative,
     "refresh.rotation_grace": _non_negative,
     "upstream.connect_timeout": _positive,
@@ -463,6 +540,9 @@ _CONVERTERS: dict[str, _Convert] = {
     "access.allowed_account_ids": _list_of(_not_empty),
     "access.allowed_emails": _list_of(_email),
     "access.allowed_email_domains": _list_of(_email_domain),
+    "redis.url": _redis_url,
+    "redis.key_prefix": _text,
+    "redis.on_unavailable": _choice("fail", "local"),
     "logging.level": _choice("debug", "info", "warning", "error", "critical"),
     "logging.format": _choice("text", "json"),
     "metrics.enabled": _boolean,
@@ -515,6 +595,15 @@ def _cross_check(cls: type[Any], values: Mapping[str, object]) -> Iterable[tuple
         and values.get("cookie_secure") is False
     ):
         yield "cookie_samesite", "None requires cookie_secure: true (browsers reject it otherwise)"
+    session, redis = values.get("session"), values.get("redis")
+    if cls is Settings and isinstance(session, SessionSettings) and session.store == "redis":
+        if isinstance(redis, RedisSettings) and redis.url is None:
+            yield "redis.url", "required when session.store is redis"
+        if isinstance(redis, RedisSettings) and redis.on_unavailable == "local":
+            yield (
+                "redis.on_unavailable",
+                "local needs session.store: cookie (with store: redis the sessions are in Redis)",
+            )
 
 
 def _build(
@@ -608,7 +697,9 @@ def effective_config(settings: Settings) -> dict[str, object]:
 
     def plain(value: object) -> object:
         if isinstance(value, Secret):
-            return "**********"
+            return _MASK
+        if isinstance(value, RedisURL):
+            return value.masked
         if is_dataclass(value) and not isinstance(value, type):
             return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
         if isinstance(value, tuple):

@@ -14,12 +14,15 @@ from proxy.config import (
     ListenSettings,
     LoggingSettings,
     MetricsSettings,
+    RedisSettings,
+    RedisURL,
     RefreshSettings,
     Secret,
     SessionSettings,
     Settings,
     UpstreamSettings,
     ZoomSettings,
+    effective_config,
     generate_key,
     load_settings,
     settings_from_mapping,
@@ -86,6 +89,10 @@ def test_defaults_match_spec() -> None:
         cookie_secure=True,
         cookie_samesite="Lax",
         max_age=7776000,
+        store="cookie",
+    )
+    assert settings.redis == RedisSettings(
+        url=None, key_prefix="zoom-proxy:", on_unavailable="fail"
     )
     assert settings.refresh == RefreshSettings(margin=60.0, rotation_grace=60.0)
     assert settings.upstream == UpstreamSettings(
@@ -402,3 +409,111 @@ def test_malformed_urls_are_problems_not_crashes() -> None:
         "zoom.token_url: expected an absolute http(s) URL, got 'https://h:99999/t'",
         "public_url: expected http(s)://host[:port] with no path, got 'http://[::1:80'",
     )
+
+
+# --- redis ---------------------------------------------------------------------------
+
+REDIS_PASSWORD = "redis-pa55word"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/0",
+        f"redis://:{REDIS_PASSWORD}@redis:6379/2",
+        f"rediss://default:{REDIS_PASSWORD}@redis.example.com:6380",
+        "redis://redis",
+        "unix:///run/redis/redis.sock?db=1",
+    ],
+)
+def test_redis_urls_are_accepted(url: str) -> None:
+    assert _settings(redis={"url": url}).redis.url == RedisURL(url)
+
+
+def test_store_and_on_unavailable_are_normalised() -> None:
+    settings = _settings(
+        session={"store": "Redis"}, redis={"url": "redis://r", "on_unavailable": "FAIL"}
+    )
+    assert (settings.session.store, settings.redis.on_unavailable) == ("redis", "fail")
+
+
+def test_an_empty_redis_url_means_no_redis() -> None:
+    settings = _settings({"REDIS_URL": ""}, redis={"url": "${REDIS_URL:-}"})
+    assert settings.redis.url is None
+
+
+def test_the_shipped_config_takes_redis_from_the_environment() -> None:
+    url = f"redis://:{REDIS_PASSWORD}@redis:6379/0"
+    settings = load_settings(SHIPPED_CONFIG, environ={**SHIPPED_ENV, "REDIS_URL": url})
+    assert settings.redis.url == RedisURL(url)
+    assert settings.session.store == "cookie"
+
+
+def test_store_redis_requires_a_redis_url() -> None:
+    assert _problems(session={"store": "redis"}) == (
+        "redis.url: required when session.store is redis",
+    )
+
+
+def test_on_unavailable_local_is_refused_with_store_redis() -> None:
+    problems = _problems(
+        session={"store": "redis"}, redis={"url": "redis://r", "on_unavailable": "local"}
+    )
+    assert len(problems) == 1
+    assert problems[0].startswith("redis.on_unavailable: local needs session.store: cookie")
+
+
+def test_on_unavailable_local_is_accepted_with_cookies() -> None:
+    settings = _settings(redis={"url": "redis://r", "on_unavailable": "local"})
+    assert settings.redis.on_unavailable == "local"
+
+
+@pytest.mark.parametrize(
+    ("redis", "problem"),
+    [
+        ({"url": f"http://:{REDIS_PASSWORD}@redis:6379"}, "redis.url: expected redis://"),
+        ({"url": f"redis://:{REDIS_PASSWORD}@:6379"}, "redis.url: expected redis://"),
+        ({"url": f"redis://:{REDIS_PASSWORD}@redis:99999"}, "redis.url: expected redis://"),
+        ({"url": f"redis://:{REDIS_PASSWORD}@redis/zero"}, "redis.url: expected redis://"),
+        ({"url": "unix://"}, "redis.url: a unix:// URL needs the socket's path"),
+        ({"url": ["redis://r"]}, "redis.url: expected a string, got a list"),
+        ({"on_unavailable": "retry"}, "redis.on_unavailable: expected one of fail, local"),
+        ({"port": 6379}, "redis.port: unknown key"),
+    ],
+)
+def test_bad_redis_settings_never_show_the_password(redis: dict[str, object], problem: str) -> None:
+    (found,) = _problems(redis=redis)
+    assert found.startswith(problem)
+    assert REDIS_PASSWORD not in found
+
+
+def test_a_bad_store_is_a_problem() -> None:
+    assert _problems(session={"store": "memcached"}) == (
+        "session.store: expected one of cookie, redis, got 'memcached'",
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        (f"redis://:{REDIS_PASSWORD}@redis:6379/0", "redis://:**********@redis:6379/0"),
+        (f"rediss://app:{REDIS_PASSWORD}@redis/1", "rediss://app:**********@redis/1"),
+        (f"redis://{REDIS_PASSWORD}@redis", "redis://**********@redis"),
+        (
+            f"unix:///run/redis.sock?db=1&password={REDIS_PASSWORD}",
+            "unix:///run/redis.sock?db=1&password=**********",
+        ),
+        ("redis://redis:6379/0", "redis://redis:6379/0"),
+    ],
+)
+def test_the_redis_password_is_masked(url: str, masked: str) -> None:
+    settings = _settings(redis={"url": url})
+    assert settings.redis.url is not None
+    assert settings.redis.url.masked == masked
+    shown = repr(settings) + str(settings.redis.url) + repr(effective_config(settings))
+    assert REDIS_PASSWORD not in shown
+    assert effective_config(settings)["redis"] == {
+        "url": masked,
+        "key_prefix": "zoom-proxy:",
+        "on_unavailable": "fail",
+    }
