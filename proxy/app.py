@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 from aiohttp_session import session_middleware
 
-from . import auth
+from . import auth, redis_client
 from .config import Settings
+from .coordination import LOCAL, Coordinator, SharedGrace
+from .errors import SessionStoreUnavailable
 from .forward import forward
 from .guards import add_cors_headers, origin_guard
 from .http_errors import error_middleware
-from .keys import FERNET, HTTP, OAUTH, REFRESHER, SETTINGS, STORAGE
+from .keys import FERNET, HTTP, OAUTH, REFRESHER, SESSIONS, SETTINGS, STORAGE
 from .lifecycle import LIFECYCLE, Lifecycle
 from .logs import TRUST_FORWARDED, add_request_id_header, request_id_middleware
 from .metrics import METRICS, Metrics
 from .oauth import ZoomOAuth
 from .pages import signed_in_page, signed_out_page
 from .refresh import Refresher
-from .session import ChunkedCookieStorage, load_session_data, make_fernet
+from .session import ChunkedCookieStorage, make_fernet
+from .session_store import CookieSessions, RedisSessions
 
 #: Connections open to Zoom at once, shared by every user and request. Waiting for a
 #: free one counts against ``upstream.connect_timeout``.
@@ -28,6 +32,8 @@ UPSTREAM_CONNECTIONS = 1024
 #: Bytes buffered per response body before reading pauses: large enough that a fast
 #: download is not paused and resumed every 64 KiB, small enough to stay constant.
 BODY_BUFFER = 1 << 19
+#: Seconds a Redis refresh lock outlives the longest call to Zoom's token endpoint.
+LOCK_MARGIN = 5.0
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -62,6 +68,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[FERNET] = fernet
     app[STORAGE] = storage
+    app.cleanup_ctx.append(_shared_state)
     app.cleanup_ctx.append(_zoom_client)
     app.on_response_prepare.append(add_cors_headers)
     app.on_response_prepare.append(add_request_id_header)
@@ -78,6 +85,48 @@ def create_app(settings: Settings) -> web.Application:
     if settings.metrics.enabled:
         app.router.add_get("/metrics", metrics.handle)
     return app
+
+
+#: The coordinator the Refresher uses; set with the sessions by ``_shared_state``.
+_COORDINATOR: web.AppKey[Coordinator] = web.AppKey("coordinator")
+
+
+async def _shared_state(app: web.Application) -> AsyncIterator[None]:
+    """Where sessions live and how replicas coordinate: in-process, or through Redis
+    (one connection pool per process)."""
+    settings = app[SETTINGS]
+    if settings.redis.url is None:
+        app[SESSIONS], app[_COORDINATOR] = CookieSessions(), LOCAL
+        yield
+        return
+    url = settings.redis.url.value
+    client = redis_client.connect(url)
+    store = redis_client.SharedStore(
+        client,
+        prefix=settings.redis.key_prefix,
+        name=f"Redis at {redis_client.where(url)}",
+        on_failure=app[METRICS].count_redis_failure,
+    )
+    lock_ttl = settings.upstream.connect_timeout + settings.upstream.timeout + LOCK_MARGIN
+    if settings.session.store == "redis":
+        sessions = RedisSessions(
+            store, app[FERNET], max_age=settings.session.max_age, lock_ttl=lock_ttl
+        )
+        app[SESSIONS], app[_COORDINATOR] = sessions, sessions
+    else:
+        app[SESSIONS] = CookieSessions()
+        app[_COORDINATOR] = SharedGrace(
+            store,
+            app[FERNET],
+            rotation_grace=settings.refresh.rotation_grace,
+            lock_ttl=lock_ttl,
+            fall_back_locally=settings.redis.on_unavailable == "local",
+        )
+    # Not fatal: the proxy starts, answers 503 where it needs Redis, and recovers.
+    with contextlib.suppress(SessionStoreUnavailable):
+        await store.ping()
+    yield
+    await client.aclose()
 
 
 async def _zoom_client(app: web.Application) -> AsyncIterator[None]:
@@ -114,6 +163,7 @@ async def _zoom_client(app: web.Application) -> AsyncIterator[None]:
         oauth.refresh,
         margin=settings.refresh.margin,
         rotation_grace=settings.refresh.rotation_grace,
+        coordinator=app[_COORDINATOR],
         on_outcome=app[METRICS].count_refresh,
     )
     app[HTTP], app[OAUTH], app[REFRESHER] = http, oauth, refresher
@@ -123,9 +173,13 @@ async def _zoom_client(app: web.Application) -> AsyncIterator[None]:
 
 
 async def index(request: web.Request) -> web.Response:
-    session = await load_session_data(request)
+    signed_in = await request.app[SESSIONS].load(request)
     public_url = request.app[SETTINGS].public_url
-    html = signed_out_page() if session is None else signed_in_page(session, public_url=public_url)
+    html = (
+        signed_out_page()
+        if signed_in is None
+        else signed_in_page(signed_in.data, public_url=public_url)
+    )
     return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
 
 

@@ -10,19 +10,25 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from aiohttp_session import get_session
 from cryptography.fernet import InvalidToken
 
 from .access import may_sign_in
-from .errors import AccessDenied, BadRequest, LoginStateInvalid, ProxyError, Unauthenticated
+from .errors import (
+    AccessDenied,
+    BadRequest,
+    LoginStateInvalid,
+    ProxyError,
+    SessionStoreUnavailable,
+    Unauthenticated,
+)
 from .guards import is_same_origin_or_direct
 from .http_errors import is_browser_navigation, render_error
-from .keys import FERNET, OAUTH, SETTINGS, STORAGE
+from .keys import FERNET, OAUTH, SESSIONS, SETTINGS, STORAGE
 from .metrics import METRICS
 from .oauth import random_token
 from .pages import message_page
 from .security import safe_next
-from .session import SessionData, load_session_data, start_session
+from .session import SessionData
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +143,11 @@ async def _complete_sign_in(
         log.warning("sign-in refused by access rules for Zoom user %s", user.id)
         await oauth.revoke(tokens.refresh_token)
         raise AccessDenied()
-    await start_session(request, SessionData(tokens=tokens, user=user))
+    try:
+        await request.app[SESSIONS].start(request, SessionData(tokens=tokens, user=user))
+    except SessionStoreUnavailable:
+        await oauth.revoke(tokens.refresh_token)  # nowhere to keep them: leave none behind
+        raise
     log.info("Zoom user %s signed in", user.id)
     return web.Response(
         status=302, headers={"Location": login_state.next, "Cache-Control": "no-store"}
@@ -161,11 +171,13 @@ def _declined(request: web.Request, error: str) -> web.Response:
 
 async def logout(request: web.Request) -> web.Response:
     """``POST /auth/logout``: revoke at Zoom (best effort) and forget the session."""
-    session_data = await load_session_data(request)
-    if session_data is not None:
-        await request.app[OAUTH].revoke(session_data.tokens.refresh_token)
-        log.info("Zoom user %s signed out", session_data.user.id)
-    (await get_session(request)).invalidate()
+    sessions = request.app[SESSIONS]
+    signed_in = await sessions.load(request)
+    # Forgotten first: if that fails, nothing has happened and a retry is safe.
+    await sessions.end(request, signed_in)
+    if signed_in is not None:
+        await request.app[OAUTH].revoke(signed_in.data.tokens.refresh_token)
+        log.info("Zoom user %s signed out", signed_in.data.user.id)
     if _wants_redirect(request):
         return web.Response(status=303, headers={"Location": "/", "Cache-Control": "no-store"})
     return web.Response(status=204, headers={"Cache-Control": "no-store"})
@@ -220,7 +232,7 @@ async def cookiejar(request: web.Request) -> web.Response:
 
 
 async def _signed_in(request: web.Request) -> SessionData:
-    session_data = await load_session_data(request)
-    if session_data is None:
+    signed_in = await request.app[SESSIONS].load(request)
+    if signed_in is None:
         raise Unauthenticated()
-    return session_data
+    return signed_in.data

@@ -16,6 +16,8 @@ them; :mod:`proxy.http_errors` turns them into responses in exactly one place::
     ├── UpstreamUnreachable             (502 upstream_unreachable)
     ├── TokenEndpointInvalid            (502 token_endpoint_invalid)
     ├── TokenEndpointUnavailable        (503 token_endpoint_unavailable)
+    ├── SessionStoreUnavailable         (503 session_store_unavailable)
+    ├── RefreshBusy                     (503 refresh_in_progress)
     ├── UpstreamTimeout                 (504 upstream_timeout)
     └── RefreshRejected                 (401 unauthenticated, and the session is cleared)
 
@@ -120,3 +122,25 @@ class UpstreamTimeout(ProxyError):
     status = 504
     code = "upstream_timeout"
     default_message = "Zoom's API did not answer in time."
+
+
+class SessionStoreUnavailable(ProxyError):
+    """Redis, where replicas share sessions and refreshes, did not answer in time."""
+
+    status = 503
+    code = "session_store_unavailable"
+    default_message = (
+        "The proxy's session store (Redis) is unreachable, so this request cannot be served "
+        "safely. Your session is kept; retry shortly."
+    )
+
+
+class RefreshBusy(ProxyError):
+    """Another replica held this session's refresh lock for longer than a refresh can take."""
+
+    status = 503
+    code = "refresh_in_progress"
+    default_message = (
+        "Another replica of the proxy is still refreshing this session. "
+        "Your session is kept; retry shortly."
+    )

@@ -26,11 +26,12 @@ from .errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from .keys import HTTP, REFRESHER, SETTINGS, STORAGE
+from .keys import HTTP, REFRESHER, SESSIONS, SETTINGS, STORAGE
 from .logs import UPSTREAM_STATUS, USER_ID
 from .metrics import METRICS
 from .security import is_safe_api_path
-from .session import SessionData, Tokens, load_session_data, replace_session
+from .session import Tokens
+from .session_store import SignedIn
 
 API_PREFIX = "/api/"
 #: What Zoom's API uses. Anything else (TRACE would echo the bearer token back) is 405.
@@ -220,47 +221,49 @@ async def forward(request: web.Request) -> web.StreamResponse:
         raise web.HTTPMethodNotAllowed(request.method, sorted(API_METHODS))
     settings = request.app[SETTINGS]
     url = upstream_url(settings.zoom.api_base_url, request.raw_path)
-    session = await load_session_data(request)
-    if session is None:
+    signed_in = await request.app[SESSIONS].load(request)
+    if signed_in is None:
         raise Unauthenticated()
-    request[USER_ID] = session.user.id
+    request[USER_ID] = signed_in.data.user.id
     refresher = request.app[REFRESHER]
-    tokens = await _keep(request, session, await refresher.fresh(session.tokens))
+    tokens = await refresher.fresh(signed_in.data.tokens, session_id=signed_in.id)
+    new_cookie = await _keep(request, signed_in, tokens)
     body = await read_body(
         request, max_replay=settings.upstream.max_replay_body, stall_limit=settings.upstream.timeout
     )
     upstream = await _send(request, url, tokens, body)
     try:
         if upstream.status == 401:
-            tokens = await _keep(request, session, await refresher.after_401(tokens))
+            tokens = await refresher.after_401(tokens, session_id=signed_in.id)
+            new_cookie = await _keep(request, signed_in, tokens) or new_cookie
             if body.replayable:
                 upstream.release()
                 upstream = await _send(request, url, tokens, body)
-        return await _relay(request, upstream, refreshed=tokens != session.tokens)
+        return await _relay(request, upstream, new_cookie=new_cookie)
     finally:
         upstream.release()
 
 
-async def _keep(request: web.Request, session: SessionData, tokens: Tokens) -> Tokens:
-    """Record refreshed tokens in the session at once.
+async def _keep(request: web.Request, signed_in: SignedIn, tokens: Tokens) -> bool:
+    """Record refreshed tokens in the session at once; whether the cookie changed.
 
     Zoom has already spent the old refresh token, so the new one must reach the client
     whatever the answer turns out to be, an error included.
     """
-    if tokens != session.tokens:
-        await replace_session(request, SessionData(tokens=tokens, user=session.user))
-    return tokens
+    if tokens == signed_in.data.tokens:
+        return False
+    return await request.app[SESSIONS].keep(request, signed_in, tokens)
 
 
 async def _relay(
-    request: web.Request, upstream: aiohttp.ClientResponse, *, refreshed: bool
+    request: web.Request, upstream: aiohttp.ClientResponse, *, new_cookie: bool
 ) -> web.StreamResponse:
     headers = response_headers_for_client(upstream.headers)
     length = upstream.content_length
     if length is not None and length <= SMALL_BODY and request.method != "HEAD":
         return await _relay_whole(upstream, headers, length)
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
-    if refreshed:
+    if new_cookie:
         # Before prepare(): a prepared response can no longer take cookies, and the
         # session middleware does not save into streamed responses.
         await request.app[STORAGE].save_session(request, response, await get_session(request))

@@ -10,6 +10,7 @@ from .config import Settings
 from .oauth import ZoomOAuth
 from .refresh import Refresher
 from .session import ChunkedCookieStorage
+from .session_store import SessionStore
 
 SETTINGS = web.AppKey("settings", Settings)
 FERNET = web.AppKey("fernet", MultiFernet)
@@ -17,3 +18,4 @@ STORAGE = web.AppKey("storage", ChunkedCookieStorage)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 OAUTH = web.AppKey("oauth", ZoomOAuth)
 REFRESHER = web.AppKey("refresher", Refresher)
+SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")

@@ -51,7 +51,8 @@ class Metrics:
         )
         self.refreshes = Counter(
             "zoom_proxy_refreshes",
-            "Token refreshes by outcome: ok, rotated_grace_hit, invalid_grant, error.",
+            "Token refreshes by outcome: ok, rotated_grace_hit, shared (another replica's),"
+            " invalid_grant, error.",
             ("outcome",),
             registry=self.registry,
         )
@@ -67,6 +68,12 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.redis_failures = Counter(
+            "zoom_proxy_redis_failures",
+            "Redis commands that failed (unreachable, timed out, refused).",
+            registry=self.registry,
+        )
+
     def count_refresh(self, outcome: str) -> None:
         self.refreshes.labels(outcome).inc()
 
@@ -75,6 +82,9 @@ class Metrics:
 
     def count_decode_failure(self) -> None:
         self.session_decode_failures.inc()
+
+    def count_redis_failure(self) -> None:
+        self.redis_failures.inc()
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -12,6 +12,10 @@ refresh token dies at once. Two things follow.
 
 The call to Zoom runs in a task of its own: a client that disconnects mid-refresh
 cannot cancel it, so a consumed refresh token always leaves its successor behind.
+
+Both hold within one process. Across replicas, the one refresh a process's single
+flight allows goes through a :class:`~proxy.coordination.Coordinator`, which shares
+the lock and the grace through Redis (:mod:`proxy.coordination`).
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
-from .errors import RefreshRejected, TokenEndpointUnavailable
+from .coordination import LOCAL, Coordinator, RefreshCall
+from .errors import RefreshBusy, RefreshRejected, SessionStoreUnavailable, TokenEndpointUnavailable
 from .session import Tokens
 
-RefreshCall = Callable[[str], Awaitable[Tokens]]
+#: Failures after which a still-valid access token is better than an error.
+_TRANSIENT = (TokenEndpointUnavailable, SessionStoreUnavailable, RefreshBusy)
 
 #: A successor chain longer than this means a loop, which a healthy Zoom never makes.
 _MAX_CHAIN = 16
@@ -36,6 +42,9 @@ class Refresher:
     >>> refresher = Refresher(oauth.refresh, margin=60, rotation_grace=60)
     >>> tokens = await refresher.fresh(tokens)        # before forwarding
     >>> tokens = await refresher.after_401(tokens)    # Zoom refused the access token
+
+    ``session_id`` names a server-side session: its requests share one flight, and the
+    coordinator locks that session rather than the refresh token.
     """
 
     def __init__(
@@ -44,6 +53,7 @@ class Refresher:
         *,
         margin: float,
         rotation_grace: float,
+        coordinator: Coordinator = LOCAL,
         clock: Callable[[], float] = time.monotonic,
         on_outcome: Callable[[str], None] = lambda outcome: None,
     ) -> None:
@@ -52,6 +62,7 @@ class Refresher:
         self._grace = rotation_grace
         self._clock = clock
         self._on_outcome = on_outcome
+        self._coordinator = coordinator
         self._in_flight: dict[str, asyncio.Future[Tokens]] = {}
         self._successors: OrderedDict[str, tuple[float, Tokens]] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -69,43 +80,44 @@ class Refresher:
             self._on_outcome("rotated_grace_hit")
         return newest
 
-    async def fresh(self, tokens: Tokens) -> Tokens:
+    async def fresh(self, tokens: Tokens, *, session_id: str | None = None) -> Tokens:
         """Tokens good to forward with: a successor, or a proactive refresh near expiry.
 
-        If Zoom's token endpoint is down while the access token is still valid, the
-        current token is used rather than failing a request that could succeed.
+        If Zoom's token endpoint (or the replicas' Redis) is down while the access
+        token is still valid, the current token is used rather than failing a request
+        that could succeed.
         """
         tokens = self.successor(tokens)
         if not tokens.expires_within(self._margin):
             return tokens
         try:
-            return await self._refresh(tokens)
-        except TokenEndpointUnavailable:
+            return await self._refresh(tokens, session_id)
+        except _TRANSIENT:
             if tokens.expires_within(0):
                 raise
             return tokens
 
-    async def after_401(self, rejected: Tokens) -> Tokens:
+    async def after_401(self, rejected: Tokens, *, session_id: str | None = None) -> Tokens:
         """New tokens after Zoom refused ``rejected``'s access token."""
         newer = self.successor(rejected)
         if newer.access_token != rejected.access_token:
             return newer
-        return await self._refresh(rejected)
+        return await self._refresh(rejected, session_id)
 
-    async def _refresh(self, tokens: Tokens) -> Tokens:
-        key = tokens.refresh_token
+    async def _refresh(self, tokens: Tokens, session_id: str | None) -> Tokens:
+        key = session_id or tokens.refresh_token
         future = self._in_flight.get(key)
         if future is None:
             future = asyncio.get_running_loop().create_future()
             self._in_flight[key] = future
-            task = asyncio.create_task(self._run(key, future))
+            task = asyncio.create_task(self._run(key, tokens, future))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return await asyncio.shield(future)
 
-    async def _run(self, key: str, future: asyncio.Future[Tokens]) -> None:
+    async def _run(self, key: str, tokens: Tokens, future: asyncio.Future[Tokens]) -> None:
         try:
-            successor = await self._refresh_call(key)
+            outcome = await self._coordinator.refresh(key, tokens, self._refresh_call)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -115,9 +127,9 @@ class Refresher:
             # All clients may have left; nobody else would ever retrieve it.
             future.exception()
         else:
-            self._on_outcome("ok")
-            self._successors[key] = (self._clock() + self._grace, successor)
-            future.set_result(successor)
+            self._on_outcome("shared" if outcome.shared else "ok")
+            self._successors[tokens.refresh_token] = (self._clock() + self._grace, outcome.tokens)
+            future.set_result(outcome.tokens)
         finally:
             del self._in_flight[key]
 

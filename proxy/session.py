@@ -82,24 +82,39 @@ class SessionData:
     user: User
 
     def to_json(self) -> dict[str, Any]:
-        return {"tokens": asdict(self.tokens), "user": asdict(self.user)}
+        return {"tokens": tokens_to_json(self.tokens), "user": asdict(self.user)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SessionData | None:
         """Parse a stored session; ``None`` for anything malformed (that is "signed out")."""
         try:
-            tokens, user = data["tokens"], data["user"]
+            tokens, user = _tokens(data["tokens"]), data["user"]
             return cls(
-                tokens=Tokens(
-                    access_token=_required_text(tokens["access_token"]),
-                    refresh_token=_required_text(tokens["refresh_token"]),
-                    expires_at=float(tokens["expires_at"]),
-                    scope=_text(tokens["scope"]),
-                ),
-                user=User(**{name: _text(user[name]) for name in User.__slots__}),
+                tokens=tokens, user=User(**{name: _text(user[name]) for name in User.__slots__})
             )
         except (KeyError, TypeError, ValueError):
             return None
+
+
+def tokens_to_json(tokens: Tokens) -> dict[str, Any]:
+    return asdict(tokens)
+
+
+def tokens_from_json(data: object) -> Tokens | None:
+    """Parse stored tokens; ``None`` for anything malformed."""
+    try:
+        return _tokens(data)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _tokens(data: Any) -> Tokens:
+    return Tokens(
+        access_token=_required_text(data["access_token"]),
+        refresh_token=_required_text(data["refresh_token"]),
+        expires_at=float(data["expires_at"]),
+        scope=_text(data["scope"]),
+    )
 
 
 def _text(value: object) -> str:
@@ -115,6 +130,20 @@ def _required_text(value: object) -> str:
 def make_fernet(keys: Iterable[str]) -> MultiFernet:
     """The cipher for every cookie the proxy sets: the first key encrypts, all decrypt."""
     return MultiFernet([Fernet(key) for key in keys])
+
+
+def seal(fernet: MultiFernet, data: Mapping[str, Any]) -> bytes:
+    """``data`` as encrypted JSON, the way the proxy stores anything outside the process."""
+    return fernet.encrypt(json.dumps(data, separators=(",", ":")).encode())
+
+
+def unseal(fernet: MultiFernet, value: bytes) -> dict[str, Any] | None:
+    """What :func:`seal` stored, or ``None`` if it cannot be decrypted or is not a mapping."""
+    try:
+        data = json.loads(fernet.decrypt(value))
+    except (InvalidToken, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 class ChunkedCookieStorage(AbstractStorage):
@@ -256,12 +285,6 @@ class ChunkedCookieStorage(AbstractStorage):
                     httponly=True,
                     samesite=params["samesite"],
                 )
-
-
-async def load_session_data(request: web.Request) -> SessionData | None:
-    """The signed-in session of this request, or ``None`` when signed out."""
-    session = await get_session(request)
-    return None if session.empty else SessionData.from_json(session)
 
 
 async def start_session(request: web.Request, data: SessionData) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from proxy import serve
 from proxy.app import create_app
 from proxy.config import Settings, settings_from_mapping
 from proxy.emulator import ZoomEmulator
+from tests import redisserver
 
 SESSION_KEY = Fernet.generate_key().decode()
 
@@ -158,3 +160,23 @@ async def signed_in(proxy: Proxy) -> Proxy:
 def all_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.DEBUG)
     return caplog
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[redisserver.RedisServer]:
+    """One real redis-server for the whole run; tests keep apart by key prefix."""
+    if not redisserver.available():
+        pytest.skip(
+            f"{redisserver.REDIS_SERVER} is missing: install Debian's redis-server package"
+            " (.ci/run does)"
+        )
+    server = redisserver.RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_section(redis_server: redisserver.RedisServer) -> dict[str, str]:
+    """A ``redis`` config section on the shared server, with a key prefix of this test's own."""
+    return {"url": redis_server.url, "key_prefix": f"test-{secrets.token_hex(4)}:"}

@@ -1,0 +1,166 @@
+"""Where a signed-in session lives: whole in its cookie, or in Redis behind an opaque id.
+
+Handlers reach sessions only through a :class:`SessionStore`, the one chosen by
+``session.store``:
+
+* :class:`CookieSessions` (``cookie``): the tokens ride in the encrypted cookie, and a
+  refresh sets a new one.
+* :class:`RedisSessions` (``redis``): the cookie holds only a random session id (256
+  bits, encrypted like any session cookie, so it cannot be forged or altered). The
+  session is in Redis, encrypted with the session keys, for ``session.max_age``
+  seconds from its last refresh. The id never changes, so the cookie never churns: a
+  copied cookie, or curl with a read-only jar, keeps working for the refresh token's
+  lifetime, and logout deletes the session for every replica at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiohttp import web
+from aiohttp_session import get_session, new_session
+from cryptography.fernet import MultiFernet
+
+from .coordination import Outcome, RefreshCall
+from .errors import RefreshRejected, SessionStoreUnavailable
+from .redis_client import SharedStore
+from .redis_lock import RedisLock
+from .session import SessionData, Tokens, replace_session, seal, start_session, unseal
+
+log = logging.getLogger(__name__)
+
+#: Random bytes in a server-side session id.
+SESSION_ID_BYTES = 32
+#: Where the id sits in the (encrypted) cookie's data.
+_ID_FIELD = "sid"
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    """A request's session, and for a server-side session its id."""
+
+    data: SessionData
+    id: str | None = None
+
+
+class SessionStore(Protocol):
+    """How handlers read, begin, update and end sessions."""
+
+    async def load(self, request: web.Request) -> SignedIn | None:
+        """This request's session, or ``None`` when signed out."""
+
+    async def start(self, request: web.Request, data: SessionData) -> None:
+        """A brand-new session for a fresh sign-in (never reusing one: no fixation)."""
+
+    async def keep(self, request: web.Request, signed_in: SignedIn, tokens: Tokens) -> bool:
+        """Record refreshed ``tokens``; whether the response must carry a new cookie."""
+
+    async def end(self, request: web.Request, signed_in: SignedIn | None) -> None:
+        """Sign out: the session is gone, and the response clears its cookie."""
+
+
+class CookieSessions:
+    """The whole session in its encrypted cookie (``session.store: cookie``)."""
+
+    async def load(self, request: web.Request) -> SignedIn | None:
+        session = await get_session(request)
+        data = None if session.empty else SessionData.from_json(session)
+        return None if data is None else SignedIn(data)
+
+    async def start(self, request: web.Request, data: SessionData) -> None:
+        await start_session(request, data)
+
+    async def keep(self, request: web.Request, signed_in: SignedIn, tokens: Tokens) -> bool:
+        await replace_session(request, SessionData(tokens=tokens, user=signed_in.data.user))
+        return True
+
+    async def end(self, request: web.Request, signed_in: SignedIn | None) -> None:
+        (await get_session(request)).invalidate()
+
+
+class RedisSessions:
+    """Sessions in Redis behind an opaque id in the cookie (``session.store: redis``).
+
+    It is also the :class:`~proxy.coordination.Coordinator` for its sessions: a
+    refresh takes the session's lock, reads the session again, and calls Zoom only if
+    no other replica has refreshed it meanwhile.
+    """
+
+    def __init__(
+        self, store: SharedStore, fernet: MultiFernet, *, max_age: int, lock_ttl: float
+    ) -> None:
+        self._store = store
+        self._fernet = fernet
+        self._max_age = max_age
+        self._lock_ttl = lock_ttl
+
+    def _key(self, session_id: str) -> str:
+        return self._store.key("session", session_id)
+
+    async def read(self, session_id: str) -> SessionData | None:
+        value = await self._store.get(self._key(session_id))
+        data = None if value is None else unseal(self._fernet, value)
+        return None if data is None else SessionData.from_json(data)
+
+    async def _write(self, session_id: str, data: SessionData) -> None:
+        sealed = seal(self._fernet, data.to_json())
+        await self._store.set(self._key(session_id), sealed, ttl=self._max_age)
+
+    async def load(self, request: web.Request) -> SignedIn | None:
+        session = await get_session(request)
+        session_id = None if session.empty else session.get(_ID_FIELD)
+        if not isinstance(session_id, str) or not session_id:
+            return None
+        data = await self.read(session_id)
+        return None if data is None else SignedIn(data, id=session_id)
+
+    async def start(self, request: web.Request, data: SessionData) -> None:
+        session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
+        await self._write(session_id, data)
+        session = await new_session(request)
+        session[_ID_FIELD] = session_id
+
+    async def keep(self, request: web.Request, signed_in: SignedIn, tokens: Tokens) -> bool:
+        return False  # the refresh saved them in Redis; the cookie stays as it is
+
+    async def end(self, request: web.Request, signed_in: SignedIn | None) -> None:
+        if signed_in is not None and signed_in.id is not None:
+            await self._store.delete(self._key(signed_in.id))
+        (await get_session(request)).invalidate()
+
+    async def refresh(self, key: str, tokens: Tokens, call: RefreshCall) -> Outcome:
+        lock = RedisLock(
+            self._store,
+            self._store.key("lock", "session", key),
+            ttl=self._lock_ttl,
+            wait=self._lock_ttl,
+        )
+        await lock.acquire()
+        try:
+            current = await self.read(key)
+            if current is None:
+                raise RefreshRejected("This session was signed out. Sign in with Zoom again.")
+            if current.tokens.refresh_token != tokens.refresh_token:
+                return Outcome(current.tokens, shared=True)
+            try:
+                successor = await call(tokens.refresh_token)
+            except RefreshRejected:
+                with contextlib.suppress(SessionStoreUnavailable):
+                    await self._store.delete(self._key(key))
+                raise
+            try:
+                await self._write(key, SessionData(tokens=successor, user=current.user))
+            except SessionStoreUnavailable:
+                log.error(
+                    "refreshed tokens for Zoom user %s could not be saved in Redis; "
+                    "the session will end at its next refresh",
+                    current.user.id,
+                )
+            return Outcome(successor)
+        finally:
+            with contextlib.suppress(SessionStoreUnavailable):
+                await lock.release()
