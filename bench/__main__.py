@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import report, run, soak
+from . import replicas, report, run, soak
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     soak_parser.add_argument("--minutes", type=float, default=5.0, help="how long (5)")
     soak_parser.add_argument("--concurrency", type=int, default=20, help="requests in flight (20)")
     soak_parser.add_argument("--out", dest="soak_out", type=Path, help="also write JSON here")
+    replicas_parser = commands.add_parser(
+        "replicas", help="2 replicas behind nginx round-robin against 1, per session store"
+    )
+    replicas_parser.add_argument("--seconds", type=float, help="seconds per wrk run (10)")
+    replicas_parser.add_argument("--replica-rounds", type=int, help="interleaved rounds (3)")
+    replicas_parser.add_argument("--out", dest="replicas_out", type=Path, help="JSON here")
     return parser
 
 
@@ -77,6 +83,16 @@ def _main(argv: Sequence[str] | None) -> int:
             out=args.soak_out,
             say=_say,
             header={"date": date, "command": command},
+        )
+    if args.command == "replicas":
+        options = replicas.QUICK if args.quick else replicas.Options()
+        changes = {"seconds": args.seconds, "rounds": args.replica_rounds}
+        return replicas.main(
+            options=dataclasses.replace(options, **{k: v for k, v in changes.items() if v}),
+            out=args.replicas_out,
+            say=_say,
+            header={"date": date, "command": command},
+            keep_temp=args.keep_temp,
         )
     result = {"date": date, "command": command}
     result.update(run.run_async(_options(args), _say, args.keep_temp))
