@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,7 +30,15 @@ from .coordination import Outcome, RefreshCall
 from .errors import RefreshRejected, SessionStoreUnavailable
 from .redis_client import SharedStore
 from .redis_lock import RedisLock
-from .session import SessionData, Tokens, replace_session, seal, start_session, unseal
+from .session import (
+    DECRYPTED_CACHE_SIZE,
+    SessionData,
+    Tokens,
+    replace_session,
+    seal,
+    start_session,
+    unseal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +106,29 @@ class RedisSessions:
         self._fernet = fernet
         self._max_age = max_age
         self._lock_ttl = lock_ttl
+        #: Sessions already decrypted, by their sealed value: the same bytes always
+        #: open to the same session, and Fernet plus JSON cost more than the Redis GET.
+        self._opened: OrderedDict[bytes, SessionData] = OrderedDict()
 
     def _key(self, session_id: str) -> str:
         return self._store.key("session", session_id)
 
     async def read(self, session_id: str) -> SessionData | None:
         value = await self._store.get(self._key(session_id))
-        data = None if value is None else unseal(self._fernet, value)
-        return None if data is None else SessionData.from_json(data)
+        return None if value is None else self._open(value)
+
+    def _open(self, value: bytes) -> SessionData | None:
+        session = self._opened.get(value)
+        if session is not None:
+            self._opened.move_to_end(value)
+            return session
+        data = unseal(self._fernet, value)
+        session = None if data is None else SessionData.from_json(data)
+        if session is not None:
+            self._opened[value] = session
+            if len(self._opened) > DECRYPTED_CACHE_SIZE:
+                self._opened.popitem(last=False)
+        return session
 
     async def _write(self, session_id: str, data: SessionData) -> None:
         sealed = seal(self._fernet, data.to_json())
