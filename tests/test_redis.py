@@ -397,6 +397,9 @@ async def test_redis_down_is_logged_once_per_outage_and_its_return_noticed(
     assert len(messages) == 2
     assert "is unreachable" in messages[0]
     assert "answers again" in messages[1]
+    async with a.client.get(f"{a.url}/metrics") as response:
+        metrics = await response.text()
+    assert "zoom_proxy_redis_failures_total 5.0" in metrics
 
 
 # === passwords ==========================================================================
