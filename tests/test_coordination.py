@@ -21,6 +21,7 @@ from proxy.errors import (
 from proxy.redis_client import SharedStore, connect
 from proxy.refresh import Refresher
 from proxy.session import Tokens, make_fernet
+from tests.test_redis_lock import CountingStore
 from tests.test_refresh_unit import FakeZoom, tokens
 
 FERNET = make_fernet([Fernet.generate_key().decode()])
@@ -183,3 +184,23 @@ async def test_on_unavailable_local_refreshes_alone_and_warns_once_per_outage(
     assert zoom.calls == ["refresh-a", "refresh-b"]
     warnings = [r.getMessage() for r in caplog.records if "without Redis" in r.getMessage()]
     assert len(warnings) == 1
+
+
+async def test_concurrent_requests_in_one_replica_make_one_round_to_redis(
+    redis: Redis, redis_section: dict[str, str]
+) -> None:
+    store = CountingStore(redis, prefix=redis_section["key_prefix"])
+    zoom = FakeZoom()
+    refresher = Refresher(
+        zoom.refresh,
+        margin=60,
+        rotation_grace=60,
+        coordinator=SharedGrace(store, FERNET, rotation_grace=60, lock_ttl=10),
+    )
+    expired = tokens("a", expires_in=-1)
+    waiters = [asyncio.create_task(refresher.fresh(expired)) for _ in range(25)]
+    await zoom.entered.wait()
+    zoom.release.set()
+    await asyncio.gather(*waiters)
+    assert store.attempts == 1
+    assert zoom.calls == ["refresh-a"]
