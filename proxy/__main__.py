@@ -202,10 +202,11 @@ Stop with Ctrl-C."""
 
 
 def _announce(message: str, *, on_stdout: bool) -> None:
-    """Logged, and printed for the person at the terminal unless logs are JSON."""
-    log.info("%s", message)
+    """Printed for the person at the terminal; logged instead when logs are JSON."""
     if on_stdout:
         print(message, flush=True)
+    else:
+        log.info("%s", message)
 
 
 if __name__ == "__main__":
