@@ -15,7 +15,7 @@ import gzip
 import hashlib
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,20 @@ def _api_error(status: int, code: int, message: str) -> web.Response:
 def _size_param(request: web.Request) -> int | None:
     raw = request.query.get("bytes", "")
     return int(raw) if raw.isascii() and raw.isdigit() else None
+
+
+async def _octet_stream(
+    request: web.Request, send: Callable[[web.StreamResponse, int], Awaitable[None]]
+) -> web.StreamResponse:
+    """Check ``?bytes=N``, send headers promising N bytes, then let ``send`` write them."""
+    size = _size_param(request)
+    if size is None:
+        return _api_error(400, 300, "Invalid field: bytes.")
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    response.content_length = size
+    await response.prepare(request)
+    await send(response, size)
+    return response
 
 
 def _zoom_time(timestamp: float) -> str:
@@ -189,35 +203,28 @@ class ApiRoutes:
         )
 
     async def download(self, request: web.Request) -> web.StreamResponse:
-        size = _size_param(request)
-        if size is None:
-            return _api_error(400, 300, "Invalid field: bytes.")
-        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        response.content_length = size
-        await response.prepare(request)
-        try:
-            for chunk in download_chunks(size):
-                await response.write(chunk)
-        except (ConnectionError, asyncio.CancelledError):
-            # The reader (the proxy) went away mid-body: tests wait on this.
-            self._emulator.count("downloads_aborted")
-            raise
-        await response.write_eof()
-        return response
+        async def send(response: web.StreamResponse, size: int) -> None:
+            try:
+                for chunk in download_chunks(size):
+                    await response.write(chunk)
+            except (ConnectionError, asyncio.CancelledError):
+                # The reader (the proxy) went away mid-body: tests wait on this.
+                self._emulator.count("downloads_aborted")
+                raise
+            await response.write_eof()
+
+        return await _octet_stream(request, send)
 
     async def broken(self, request: web.Request) -> web.StreamResponse:
         """Promise *bytes* bytes, send about half, then close the connection."""
-        size = _size_param(request)
-        if size is None:
-            return _api_error(400, 300, "Invalid field: bytes.")
-        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        response.content_length = size
-        await response.prepare(request)
-        for chunk in download_chunks(size // 2):
-            await response.write(chunk)
-        if request.transport is not None:
-            request.transport.close()
-        return response
+
+        async def send(response: web.StreamResponse, size: int) -> None:
+            for chunk in download_chunks(size // 2):
+                await response.write(chunk)
+            if request.transport is not None:
+                request.transport.close()
+
+        return await _octet_stream(request, send)
 
     async def hold_headers(self, request: web.Request) -> web.StreamResponse:
         """Send nothing until `ZoomEmulator.release_held`, then ``{"released": true}``."""
@@ -226,22 +233,19 @@ class ApiRoutes:
 
     async def hold_body(self, request: web.Request) -> web.StreamResponse:
         """Promise *bytes* bytes, send the first half, hold until released, send the rest."""
-        size = _size_param(request)
-        if size is None:
-            return _api_error(400, 300, "Invalid field: bytes.")
-        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        response.content_length = size
-        await response.prepare(request)
-        try:
-            for chunk in download_chunks(size // 2):
-                await response.write(chunk)
-            await self._emulator.hold()
-            for chunk in download_chunks(size, start=size // 2):
-                await response.write(chunk)
-        except ConnectionError:
-            return response  # the client went away: aiohttp ends this quietly
-        await response.write_eof()
-        return response
+
+        async def send(response: web.StreamResponse, size: int) -> None:
+            try:
+                for chunk in download_chunks(size // 2):
+                    await response.write(chunk)
+                await self._emulator.hold()
+                for chunk in download_chunks(size, start=size // 2):
+                    await response.write(chunk)
+            except ConnectionError:
+                return  # the client went away: aiohttp ends this quietly
+            await response.write_eof()
+
+        return await _octet_stream(request, send)
 
     async def gzip(self, request: web.Request) -> web.StreamResponse:
         """A precompressed JSON body; X-Original-SHA256 is the hash of the gzip bytes."""
