@@ -9,8 +9,9 @@ import resource
 import shutil
 import signal
 import socket
+import tempfile
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -194,3 +195,27 @@ async def run_tool(
             f"{' '.join(command)} failed ({process.returncode}): {stderr.decode(errors='replace')}"
         )
     return stdout.decode(errors="replace")
+
+
+@contextlib.asynccontextmanager
+async def supervised(
+    prefix: str, say: Callable[[str], None], *, keep_temp: bool = False
+) -> AsyncIterator[tuple[Supervisor, Path]]:
+    """A temp dir and a supervisor for it. On the way out every child is stopped and the
+    dir removed (unless ``keep_temp``); on a failure each child's log tail is shown."""
+    temp = Path(tempfile.mkdtemp(prefix=prefix))
+    supervisor = Supervisor(temp)
+    try:
+        yield supervisor, temp
+    except Exception:
+        for child in supervisor.children:
+            tail = child.log_tail()
+            if tail:
+                say(f"--- {child.name} log ---\n{tail}")
+        raise
+    finally:
+        await supervisor.stop_all()
+        if keep_temp:
+            say(f"temp dir kept: {temp}")
+        else:
+            shutil.rmtree(temp, ignore_errors=True)

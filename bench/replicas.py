@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -39,6 +37,7 @@ from .procs import (
     free_port,
     raise_file_limit,
     run_stoppably,
+    supervised,
     tool,
     wait_for_port,
 )
@@ -161,37 +160,27 @@ async def benchmark(options: Options, say: Say, keep_temp: bool) -> dict[str, An
     raise_file_limit()
     say("measuring idle cores for 2 s before starting anything ...")
     idle_before = await asyncio.to_thread(free_cores)
-    temp = Path(tempfile.mkdtemp(prefix="zoom-proxy-replicas-"))
-    supervisor = Supervisor(temp)
-    try:
-        async with emulator_running() as (emulator, emulator_url):
-            targets, redis = await _start(supervisor, temp, emulator, emulator_url, say)
-            say("warming up ...")
-            for target in targets:
-                await run_once(target, options.warmup, options)
-            runs: dict[str, list[dict[str, Any]]] = {target.name: [] for target in targets}
-            for round_number in range(options.rounds):
-                shift = round_number % len(targets)
-                for target in targets[shift:] + targets[:shift]:
-                    run = await run_once(target, options.seconds, options)
-                    runs[target.name].append(run)
-                    say(
-                        f"  round {round_number + 1} {target.name:<16}"
-                        f" {run['requests_per_second']:>8.0f} req/s"
-                        f"  p99 {run['p99_ms']:.1f} ms  replicas used"
-                        f" {'+'.join(f'{c:.2f}' for c in run['replica_cores_used'])} cores"
-                    )
-            redis_cpu = procstat.cpu_seconds(redis.pid)
-    except Exception:
-        for child in supervisor.children:
-            say(f"--- {child.name} log ---\n{child.log_tail()}")
-        raise
-    finally:
-        await supervisor.stop_all()
-        if keep_temp:
-            say(f"temp dir kept: {temp}")
-        else:
-            shutil.rmtree(temp, ignore_errors=True)
+    async with (
+        supervised("zoom-proxy-replicas-", say, keep_temp=keep_temp) as (supervisor, temp),
+        emulator_running() as (emulator, emulator_url),
+    ):
+        targets, redis = await _start(supervisor, temp, emulator, emulator_url, say)
+        say("warming up ...")
+        for target in targets:
+            await run_once(target, options.warmup, options)
+        runs: dict[str, list[dict[str, Any]]] = {target.name: [] for target in targets}
+        for round_number in range(options.rounds):
+            shift = round_number % len(targets)
+            for target in targets[shift:] + targets[:shift]:
+                run = await run_once(target, options.seconds, options)
+                runs[target.name].append(run)
+                say(
+                    f"  round {round_number + 1} {target.name:<16}"
+                    f" {run['requests_per_second']:>8.0f} req/s"
+                    f"  p99 {run['p99_ms']:.1f} ms  replicas used"
+                    f" {'+'.join(f'{c:.2f}' for c in run['replica_cores_used'])} cores"
+                )
+        redis_cpu = procstat.cpu_seconds(redis.pid)
     return _summary(runs, options, idle_before, redis_cpu)
 
 

@@ -6,16 +6,14 @@ import asyncio
 import os
 import shutil
 import sys
-import tempfile
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from . import zoomproxy
 from .measure import concurrency, ratios, scaling, streams, throughput
-from .procs import Supervisor, raise_file_limit, run_stoppably, tool
+from .procs import raise_file_limit, run_stoppably, supervised, tool
 from .setup import QUICK, Options, Pinning, Say, emulator_running, start_everything
 
 __all__ = ["QUICK", "Options", "benchmark", "run_async", "versions"]
@@ -29,35 +27,21 @@ async def benchmark(options: Options, *, say: Say, keep_temp: bool = False) -> d
         say(f"only {pinning.cores} core usable: nothing is pinned")
     else:
         say(f"servers pinned to core {pinning.servers}, load generator to core {pinning.load}")
-    temp = Path(tempfile.mkdtemp(prefix="zoom-proxy-bench-"))
-    supervisor = Supervisor(temp)
-    try:
-        async with emulator_running() as (emulator, emulator_url):
-            say("building the Go proxy and starting nginx, the emulator and the proxies ...")
-            setup = await start_everything(
-                supervisor, temp, pinning, options, emulator, emulator_url
-            )
-            say("small GETs (wrk):")
-            small = await throughput(setup, options, say)
-            say("streaming (curl):")
-            streamed = await streams(setup, options, say)
-            say(f"{options.load_connections} connections for {options.load_seconds:g} s:")
-            load = await concurrency(setup, options)
-            say(f"  {load['requests_per_second']:.0f} req/s, {load['errors']} errors")
-            say("--workers scaling:")
-            scaled = await scaling(setup, options, say)
-    except Exception:
-        for child in supervisor.children:
-            tail = child.log_tail()
-            if tail:
-                say(f"--- {child.name} log ---\n{tail}")
-        raise
-    finally:
-        await supervisor.stop_all()
-        if keep_temp:
-            say(f"temp dir kept: {temp}")
-        else:
-            shutil.rmtree(temp, ignore_errors=True)
+    async with (
+        supervised("zoom-proxy-bench-", say, keep_temp=keep_temp) as (supervisor, temp),
+        emulator_running() as (emulator, emulator_url),
+    ):
+        say("building the Go proxy and starting nginx, the emulator and the proxies ...")
+        setup = await start_everything(supervisor, temp, pinning, options, emulator, emulator_url)
+        say("small GETs (wrk):")
+        small = await throughput(setup, options, say)
+        say("streaming (curl):")
+        streamed = await streams(setup, options, say)
+        say(f"{options.load_connections} connections for {options.load_seconds:g} s:")
+        load = await concurrency(setup, options)
+        say(f"  {load['requests_per_second']:.0f} req/s, {load['errors']} errors")
+        say("--workers scaling:")
+        scaled = await scaling(setup, options, say)
     return {
         "versions": await versions(),
         "machine": {

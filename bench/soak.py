@@ -17,8 +17,6 @@ import asyncio
 import contextlib
 import json
 import random
-import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,7 +30,7 @@ from proxy import serve
 from proxy.emulator import ZoomEmulator
 
 from . import procstat, report, zoomproxy
-from .procs import Supervisor, raise_file_limit, run_stoppably
+from .procs import raise_file_limit, run_stoppably, supervised
 
 Say = Callable[[str], None]
 
@@ -123,54 +121,53 @@ async def _housekeeping(emulator: ZoomEmulator, say: Say, tally: Tally, start: f
 
 async def soak(minutes: float, concurrency: int, say: Say) -> dict[str, Any]:
     raise_file_limit()
-    temp = Path(tempfile.mkdtemp(prefix="zoom-proxy-soak-"))
-    supervisor = Supervisor(temp)
-    emulator = ZoomEmulator(token_lifetime=TOKEN_LIFETIME)
-    runner = await serve.start(emulator.app(), host="127.0.0.1", port=0)
-    zoom_base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    endpoints = zoomproxy.ZoomEndpoints(
-        oauth_base=zoom_base,
-        api_base=f"{zoom_base}/v2",
-        client_id=emulator.client_id,
-        client_secret=emulator.client_secret,
-    )
-    clients: list[aiohttp.ClientSession] = []
-    tally = Tally()
-    try:
-        proxy = await zoomproxy.start(supervisor, "zoom-proxy-soak", endpoints, temp, cores=None)
-        for _ in range(SESSIONS):
-            client = aiohttp.ClientSession(
-                cookie_jar=aiohttp.CookieJar(unsafe=True),
-                timeout=aiohttp.ClientTimeout(total=30),
-                connector=aiohttp.TCPConnector(limit=0),
+    async with supervised("zoom-proxy-soak-", say) as (supervisor, temp):
+        emulator = ZoomEmulator(token_lifetime=TOKEN_LIFETIME)
+        runner = await serve.start(emulator.app(), host="127.0.0.1", port=0)
+        zoom_base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        endpoints = zoomproxy.ZoomEndpoints(
+            oauth_base=zoom_base,
+            api_base=f"{zoom_base}/v2",
+            client_id=emulator.client_id,
+            client_secret=emulator.client_secret,
+        )
+        clients: list[aiohttp.ClientSession] = []
+        tally = Tally()
+        try:
+            proxy = await zoomproxy.start(
+                supervisor, "zoom-proxy-soak", endpoints, temp, cores=None
             )
-            clients.append(client)
-            await zoomproxy.sign_in(client, proxy.url)
-        seconds = minutes * 60
-        say(f"soak: {seconds:g} s, {concurrency} in flight over {SESSIONS} sessions")
-        start = time.monotonic()
-        deadline = start + seconds
-        housekeeping = asyncio.create_task(_housekeeping(emulator, say, tally, start))
-        async with procstat.sampling(proxy.child.pid, 1.0) as sampler:
-            await asyncio.gather(
-                *(
-                    _worker(clients[i % SESSIONS], proxy.url, deadline, i, tally)
-                    for i in range(concurrency)
+            for _ in range(SESSIONS):
+                client = aiohttp.ClientSession(
+                    cookie_jar=aiohttp.CookieJar(unsafe=True),
+                    timeout=aiohttp.ClientTimeout(total=30),
+                    connector=aiohttp.TCPConnector(limit=0),
                 )
-            )
-        housekeeping.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await housekeeping
-        elapsed = time.monotonic() - start
-        window = min(60.0, seconds / 3)
-        first, last = sampler.window_means(window)
-        alive = proxy.child.process.returncode is None
-    finally:
-        for client in clients:
-            await client.close()
-        await supervisor.stop_all()
-        await runner.cleanup()
-        shutil.rmtree(temp, ignore_errors=True)
+                clients.append(client)
+                await zoomproxy.sign_in(client, proxy.url)
+            seconds = minutes * 60
+            say(f"soak: {seconds:g} s, {concurrency} in flight over {SESSIONS} sessions")
+            start = time.monotonic()
+            deadline = start + seconds
+            housekeeping = asyncio.create_task(_housekeeping(emulator, say, tally, start))
+            async with procstat.sampling(proxy.child.pid, 1.0) as sampler:
+                await asyncio.gather(
+                    *(
+                        _worker(clients[i % SESSIONS], proxy.url, deadline, i, tally)
+                        for i in range(concurrency)
+                    )
+                )
+            housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await housekeeping
+            elapsed = time.monotonic() - start
+            window = min(60.0, seconds / 3)
+            first, last = sampler.window_means(window)
+            alive = proxy.child.process.returncode is None
+        finally:
+            for client in clients:
+                await client.close()
+            await runner.cleanup()
     total = sum(tally.requests.values())
     return {
         "seconds": round(elapsed, 1),
