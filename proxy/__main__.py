@@ -204,7 +204,10 @@ Stop with Ctrl-C."""
 def _announce(message: str, *, on_stdout: bool) -> None:
     """Printed for the person at the terminal; logged instead when logs are JSON."""
     if on_stdout:
-        print(message, flush=True)
+        # One write: --workers share stdout, and separate writes of the text and its
+        # newline (unbuffered stdout) would interleave into broken lines.
+        sys.stdout.write(f"{message}\n")
+        sys.stdout.flush()
     else:
         log.info("%s", message)
 

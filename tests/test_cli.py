@@ -8,6 +8,7 @@ clicking through the demo, curl with a cookie jar.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -113,7 +114,9 @@ async def running(
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """``python -m proxy *args`` running in the background; killed on the way out.
 
-    Its stderr (the logs) goes to ``stderr_path``, so it can never fill a pipe.
+    Its stderr (the logs) goes to ``stderr_path``, so it can never fill a pipe. It runs
+    in a process group of its own, and the whole group is killed: a forked worker left
+    behind would hold stdout open and make ``wait()`` hang.
     """
     with stderr_path.open("wb") as stderr:
         process = await asyncio.create_subprocess_exec(
@@ -126,12 +129,13 @@ async def running(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=stderr,
+            start_new_session=True,
         )
         try:
             yield process
         finally:
-            if process.returncode is None:
-                process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
 
 
