@@ -16,7 +16,7 @@ from .errors import SessionStoreUnavailable
 from .forward import forward
 from .guards import add_cors_headers, origin_guard
 from .http_errors import error_middleware
-from .keys import FERNET, HTTP, OAUTH, REFRESHER, SESSIONS, SETTINGS, STORAGE
+from .keys import FERNET, HTTP, OAUTH, REFRESHER, SESSIONS, SETTINGS, STORAGE, UPSTREAM
 from .lifecycle import LIFECYCLE, Lifecycle
 from .logs import TRUST_FORWARDED, add_request_id_header, request_id_middleware
 from .metrics import METRICS, Metrics
@@ -25,6 +25,7 @@ from .pages import signed_in_page, signed_out_page
 from .refresh import Refresher
 from .session import ChunkedCookieStorage, make_fernet
 from .session_store import CookieSessions, RedisSessions
+from .upstream import Pool
 
 #: Connections open to Zoom at once, shared by every user and request. Waiting for a
 #: free one counts against ``upstream.connect_timeout``.
@@ -130,8 +131,16 @@ async def _shared_state(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _zoom_client(app: web.Application) -> AsyncIterator[None]:
-    """One pooled keep-alive client to Zoom for the whole process."""
+    """Pooled keep-alive clients to Zoom for the whole process: a lean one for the API,
+    aiohttp's for the (rare) OAuth calls."""
     settings = app[SETTINGS]
+    upstream = Pool(
+        settings.zoom.api_origin,
+        limit=UPSTREAM_CONNECTIONS,
+        connect_timeout=settings.upstream.connect_timeout,
+        read_timeout=settings.upstream.timeout,
+        buffer_limit=BODY_BUFFER,
+    )
     http = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=UPSTREAM_CONNECTIONS, ttl_dns_cache=300),
         timeout=aiohttp.ClientTimeout(
@@ -166,9 +175,10 @@ async def _zoom_client(app: web.Application) -> AsyncIterator[None]:
         coordinator=app[_COORDINATOR],
         on_outcome=app[METRICS].count_refresh,
     )
-    app[HTTP], app[OAUTH], app[REFRESHER] = http, oauth, refresher
+    app[HTTP], app[OAUTH], app[REFRESHER], app[UPSTREAM] = http, oauth, refresher, upstream
     yield
     await refresher.close()
+    await upstream.close()
     await http.close()
 
 
@@ -188,6 +198,6 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    http = request.app.get(HTTP)
-    ready = http is not None and not http.closed and not request.app[LIFECYCLE].draining
+    upstream = request.app.get(UPSTREAM)
+    ready = upstream is not None and not upstream.closed and not request.app[LIFECYCLE].draining
     return web.json_response({"ready": ready}, status=200 if ready else 503)

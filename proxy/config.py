@@ -116,6 +116,17 @@ class ZoomSettings:
     api_base_url: str = "https://api.zoom.us/v2"
     scopes: tuple[str, ...] = ()
 
+    @property
+    def api_origin(self) -> str:
+        """``scheme://host[:port]`` of ``api_base_url``: where API calls connect."""
+        parts = urlsplit(self.api_base_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def api_base_path(self) -> str:
+        """The still-encoded path of ``api_base_url`` (``/v2``), without a final slash."""
+        return urlsplit(self.api_base_url).path.rstrip("/")
+
 
 @dataclass(frozen=True, slots=True)
 class SessionSettings:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -17,21 +16,20 @@ import aiohttp
 from aiohttp import web
 from aiohttp_session import get_session
 from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
 from .errors import (
     ClientTooSlow,
     Unauthenticated,
     UnsafePath,
-    UpstreamTimeout,
     UpstreamUnreachable,
 )
-from .keys import HTTP, REFRESHER, SESSIONS, SETTINGS, STORAGE
+from .keys import REFRESHER, SESSIONS, SETTINGS, STORAGE, UPSTREAM
 from .logs import UPSTREAM_STATUS, USER_ID
 from .metrics import METRICS
 from .security import is_safe_api_path
 from .session import Tokens
 from .session_store import SignedIn
+from .upstream import Body, BodyBrokeOff, RawHeaders, Response
 
 API_PREFIX = "/api/"
 #: What Zoom's API uses. Anything else (TRACE would echo the bearer token back) is 405.
@@ -51,65 +49,66 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-#: Never forwarded to Zoom: the proxy's own cookies, the client's credentials, its Host.
-_DROPPED_REQUEST = HOP_BY_HOP | {"cookie", "host", "authorization", "expect"}
+#: Never forwarded to Zoom: the proxy's own cookies, the client's credentials, its Host;
+#: the body's framing, which the upstream client sets for the body it sends.
+_DROPPED_REQUEST = HOP_BY_HOP | {"cookie", "host", "authorization", "expect", "content-length"}
 _FORWARDED = frozenset({"forwarded", "x-real-ip"})
-_DROPPED_RESPONSE = HOP_BY_HOP | {"set-cookie"}
-#: CORS is the proxy's to decide (``cors.allowed_origins``), never Zoom's.
-_CORS_RESPONSE_PREFIX = "access-control-"
-#: Headers aiohttp's client would invent; the client's own (or none) go upstream instead.
-_NO_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
+#: Zoom's cookies are never the client's; CORS (``access-control-*``) is the proxy's to
+#: decide, through ``cors.allowed_origins``, never Zoom's.
+_DROPPED_RESPONSE = frozenset(name.encode() for name in HOP_BY_HOP | {"set-cookie"})
 #: Bodies up to this size are read whole and sent with the headers in one write.
 SMALL_BODY = 1 << 16
-_LARGE_BYTES = 1 << 20
 
 
-def _connection_named(headers: CIMultiDictProxy[str]) -> set[str]:
-    return {
-        name.strip().lower()
-        for value in headers.getall("Connection", ())
-        for name in value.split(",")
-    }
+def _connection_named(values: list[str]) -> frozenset[str]:
+    if not values:
+        return frozenset()
+    return frozenset(name.strip().lower() for value in values for name in value.split(","))
 
 
 def request_headers_for_zoom(
     headers: CIMultiDictProxy[str], *, access_token: str, trust_forwarded: bool
-) -> CIMultiDict[str]:
+) -> list[tuple[str, str]]:
     """The client's headers minus everything Zoom must not see, plus the bearer token.
 
     Header names with an underscore are dropped: some servers read ``X_Auth`` as
     ``X-Auth``, which would let a client smuggle a header past these filters.
     """
-    named = _connection_named(headers)
-    result: CIMultiDict[str] = CIMultiDict()
+    named = _connection_named(headers.getall("Connection", []))
+    result = []
     for name, value in headers.items():
         lower = name.lower()
         if lower in _DROPPED_REQUEST or lower in named or "_" in lower:
             continue
         if not trust_forwarded and (lower in _FORWARDED or lower.startswith("x-forwarded-")):
             continue
-        result.add(name, value)
-    result["Authorization"] = f"Bearer {access_token}"
+        result.append((name, value))
+    result.append(("Authorization", f"Bearer {access_token}"))
     return result
 
 
-def response_headers_for_client(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """Zoom's headers minus hop-by-hop ones and its cookies; the rest pass unchanged."""
-    named = _connection_named(headers)
-    return CIMultiDict(
-        (name, value)
-        for name, value in headers.items()
-        if name.lower() not in _DROPPED_RESPONSE
-        and name.lower() not in named
-        and not name.lower().startswith(_CORS_RESPONSE_PREFIX)
-    )
+def response_headers_for_client(headers: RawHeaders) -> CIMultiDict[str]:
+    """Zoom's headers minus hop-by-hop ones, its cookies and its CORS; the rest pass."""
+    named = {
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == b"connection"
+        for token in value.split(b",")
+    }
+    result: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers:
+        lower = name.lower()
+        if lower in _DROPPED_RESPONSE or lower in named or lower.startswith(b"access-control-"):
+            continue
+        result.add(name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
+    return result
 
 
 @functools.lru_cache(maxsize=4096)
-def upstream_url(api_base_url: str, raw_path: str) -> URL:
-    """Zoom's URL for a raw ``/api/...`` request target, or :class:`UnsafePath`.
+def upstream_target(base_path: str, raw_path: str) -> str:
+    """The request target at Zoom for a raw ``/api/...`` one, or :class:`UnsafePath`.
 
-    Cached: clients call the same few paths over and over, and a URL is immutable.
+    Cached: clients call the same few paths over and over.
     """
     if not raw_path.startswith(API_PREFIX):
         raise UnsafePath()
@@ -119,32 +118,24 @@ def upstream_url(api_base_url: str, raw_path: str) -> URL:
         c == "#" or ord(c) < 0x21 or ord(c) == 0x7F for c in query
     ):
         raise UnsafePath()
-    return URL(f"{api_base_url}/{path}{question}{query}", encoded=True)
-
-
-def _is_safe_query(query: str) -> bool:
-    # A "#" would end the URL upstream and silently drop the rest of the query.
-    return not any(c == "#" or ord(c) < 0x21 or ord(c) == 0x7F for c in query)
+    return f"{base_path}/{path}{question}{query}"
 
 
 @dataclass(frozen=True, slots=True)
 class RequestBody:
-    """A request body: kept whole when small enough to replay, else streamed once."""
+    """A request body: kept whole when small enough to replay, else streamed once
+    (with the client's ``Content-Length`` when it gave one, else chunked)."""
 
     replay: bytes | None
     stream: AsyncIterator[bytes] | None = None
+    length: int | None = None
 
     @property
     def replayable(self) -> bool:
         return self.replay is not None
 
-    def payload(self) -> bytes | io.BytesIO | AsyncIterator[bytes] | None:
-        if self.replay is None:
-            return self.stream
-        if len(self.replay) > _LARGE_BYTES:
-            # aiohttp warns that large raw bytes block the loop; it streams a BytesIO.
-            return io.BytesIO(self.replay)
-        return self.replay or None
+    def payload(self) -> Body:
+        return self.stream if self.replay is None else self.replay
 
 
 async def read_body(request: web.Request, *, max_replay: int, stall_limit: float) -> RequestBody:
@@ -159,14 +150,14 @@ async def read_body(request: web.Request, *, max_replay: int, stall_limit: float
         return RequestBody(replay=b"")
     length = request.content_length
     if length is not None and length > max_replay:
-        return RequestBody(replay=None, stream=_stream(b"", request.content, stall_limit))
+        return RequestBody(None, _stream(b"", request.content, stall_limit), length)
     buffered = bytearray()
     while len(buffered) <= max_replay:
         chunk = await _read_some(request.content, stall_limit)
         if not chunk:
             return RequestBody(replay=bytes(buffered))
         buffered += chunk
-    return RequestBody(replay=None, stream=_stream(bytes(buffered), request.content, stall_limit))
+    return RequestBody(None, _stream(bytes(buffered), request.content, stall_limit), length)
 
 
 async def _read_some(reader: aiohttp.StreamReader, stall_limit: float) -> bytes:
@@ -186,31 +177,16 @@ async def _stream(
         yield chunk
 
 
-async def _send(
-    request: web.Request, url: URL, tokens: Tokens, body: RequestBody
-) -> aiohttp.ClientResponse:
-    settings = request.app[SETTINGS]
+async def _send(request: web.Request, target: str, tokens: Tokens, body: RequestBody) -> Response:
     headers = request_headers_for_zoom(
         request.headers,
         access_token=tokens.access_token,
-        trust_forwarded=settings.trust_forwarded_headers,
+        trust_forwarded=request.app[SETTINGS].trust_forwarded_headers,
     )
-    try:
-        with request.app[METRICS].upstream_latency.time():
-            upstream = await request.app[HTTP].request(
-                request.method,
-                url,
-                headers=headers,
-                data=body.payload(),
-                allow_redirects=False,
-                skip_auto_headers=_NO_AUTO_HEADERS,
-            )
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise UpstreamUnreachable() from exc
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise UpstreamTimeout() from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamUnreachable() from exc
+    with request.app[METRICS].upstream_latency.time():
+        upstream = await request.app[UPSTREAM].request(
+            request.method, target, headers, body.payload(), content_length=body.length
+        )
     request[UPSTREAM_STATUS] = upstream.status
     return upstream
 
@@ -220,7 +196,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
     if request.method not in API_METHODS:
         raise web.HTTPMethodNotAllowed(request.method, sorted(API_METHODS))
     settings = request.app[SETTINGS]
-    url = upstream_url(settings.zoom.api_base_url, request.raw_path)
+    target = upstream_target(settings.zoom.api_base_path, request.raw_path)
     signed_in = await request.app[SESSIONS].load(request)
     if signed_in is None:
         raise Unauthenticated()
@@ -231,14 +207,14 @@ async def forward(request: web.Request) -> web.StreamResponse:
     body = await read_body(
         request, max_replay=settings.upstream.max_replay_body, stall_limit=settings.upstream.timeout
     )
-    upstream = await _send(request, url, tokens, body)
+    upstream = await _send(request, target, tokens, body)
     try:
         if upstream.status == 401:
             tokens = await refresher.after_401(tokens, session_id=signed_in.id)
             new_cookie = await _keep(request, signed_in, tokens) or new_cookie
             if body.replayable:
                 upstream.release()
-                upstream = await _send(request, url, tokens, body)
+                upstream = await _send(request, target, tokens, body)
         return await _relay(request, upstream, new_cookie=new_cookie)
     finally:
         upstream.release()
@@ -256,41 +232,39 @@ async def _keep(request: web.Request, signed_in: SignedIn, tokens: Tokens) -> bo
 
 
 async def _relay(
-    request: web.Request, upstream: aiohttp.ClientResponse, *, new_cookie: bool
+    request: web.Request, upstream: Response, *, new_cookie: bool
 ) -> web.StreamResponse:
     headers = response_headers_for_client(upstream.headers)
     length = upstream.content_length
     if length is not None and length <= SMALL_BODY and request.method != "HEAD":
-        return await _relay_whole(upstream, headers, length)
-    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+        return await _relay_whole(upstream, headers)
+    response = web.StreamResponse(status=upstream.status, headers=headers)
     if new_cookie:
         # Before prepare(): a prepared response can no longer take cookies, and the
         # session middleware does not save into streamed responses.
         await request.app[STORAGE].save_session(request, response, await get_session(request))
     await response.prepare(request)
     try:
-        async for chunk in upstream.content.iter_any():
+        async for chunk in upstream.chunks():
             await response.write(chunk)
-    except (TimeoutError, aiohttp.ClientError, ConnectionError):
+    except ConnectionError:  # BodyBrokeOff, or the client left
         _cut_off(request)
         return response
     await response.write_eof()
     return response
 
 
-async def _relay_whole(
-    upstream: aiohttp.ClientResponse, headers: CIMultiDict[str], length: int
-) -> web.StreamResponse:
+async def _relay_whole(upstream: Response, headers: CIMultiDict[str]) -> web.StreamResponse:
     """A small body of known length, sent with its headers in one write.
 
     The session middleware saves a refreshed session into this kind of response.
     """
     try:
-        body = await upstream.content.readexactly(length)
-    except (TimeoutError, aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+        body = await upstream.read()
+    except BodyBrokeOff as exc:
         raise UpstreamUnreachable("Zoom's answer broke off.") from exc
     del headers["Content-Length"]
-    return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
+    return web.Response(status=upstream.status, headers=headers, body=body)
 
 
 def _cut_off(request: web.Request) -> None:

@@ -178,10 +178,15 @@ class ZoomOAuth:
             raise TokenEndpointInvalid() from exc
 
 
+def _is_token(value: object) -> bool:
+    """Non-empty printable ASCII: a token goes into a header line as it is."""
+    return isinstance(value, str) and bool(value) and value.isascii() and value.isprintable()
+
+
 def _tokens_from(body: dict[str, Any]) -> Tokens:
     access, refresh = body["access_token"], body["refresh_token"]
-    if not (isinstance(access, str) and access and isinstance(refresh, str) and refresh):
-        raise ValueError("tokens missing")
+    if not (_is_token(access) and _is_token(refresh)):
+        raise ValueError("tokens missing or malformed")
     expires_in = float(body["expires_in"])
     if not 0 < expires_in <= MAX_EXPIRES_IN:
         raise ValueError("expires_in out of range")

@@ -12,7 +12,7 @@ import yaml
 from aiohttp.test_utils import unused_port
 
 from proxy.emulator import download_chunks
-from proxy.keys import HTTP
+from proxy.keys import UPSTREAM
 from tests.conftest import Proxy, Zoom, proxy_config
 from tests.test_cli import TIMEOUT, first_line, running
 
@@ -63,8 +63,7 @@ async def until_not_ready(client: aiohttp.ClientSession, url: str) -> None:
 
 
 async def test_departing_clients_leave_no_tasks_or_connections_behind(signed_in: Proxy) -> None:
-    connector = signed_in.app[HTTP].connector
-    assert connector is not None
+    upstream = signed_in.app[UPSTREAM]
     await warm_up(signed_in)
     baseline_tasks = len(asyncio.all_tasks())
     for _ in range(5):
@@ -77,7 +76,7 @@ async def test_departing_clients_leave_no_tasks_or_connections_behind(signed_in:
     await warm_up(signed_in)
     gc.collect()
     assert len(asyncio.all_tasks()) <= baseline_tasks
-    assert len(connector._acquired) == 0
+    assert upstream.in_use == 0
 
 
 async def warm_up(proxy: Proxy) -> None:

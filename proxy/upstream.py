@@ -1,0 +1,518 @@
+"""A lean HTTP/1.1 keep-alive client for Zoom's API: the forwarding hot path.
+
+aiohttp's client costs more per request than the whole Go proxy in ``bench/``
+(timers, tracing, cookie and redirect handling, URL objects, a task per body write).
+Forwarding needs none of that, so this client does only what it needs, on
+``asyncio.Protocol`` with httptools' llhttp parser:
+
+* one origin, a pool of keep-alive connections (at most ``limit`` in use; waiting
+  for one counts against ``connect_timeout``), idle ones dropped after
+  ``idle_timeout`` and as soon as Zoom closes them;
+* the request target and headers sent byte for byte as given, bodies either whole
+  (one write with the headers when small) or streamed, chunked when of unknown length;
+* ``read_timeout`` between any two reads, headers included;
+* response bodies buffered up to ``buffer_limit`` bytes, then reading pauses;
+* a request that finds a pooled connection already closed by Zoom is sent once more
+  on a new one, if it is idempotent and its body is kept whole (RFC 9110, 9.2.2).
+
+Failures are :mod:`proxy.errors`: :class:`UpstreamUnreachable`, :class:`UpstreamTimeout`;
+a body that breaks off raises :class:`BodyBrokeOff` from :meth:`Response.chunks`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from typing import Final, cast
+
+import httptools
+from yarl import URL
+
+from .errors import UpstreamTimeout, UpstreamUnreachable
+
+RawHeaders = list[tuple[bytes, bytes]]
+Body = bytes | AsyncIterator[bytes] | None
+
+#: Methods that may be sent again after a pooled connection turned out to be closed.
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: Bodies up to this size go out in the same write as the headers.
+_ONE_WRITE = 1 << 16
+
+
+class BodyBrokeOff(ConnectionError):
+    """Zoom's body stopped before its end: the connection closed, or stayed silent."""
+
+
+class _SecondAnswer(Exception):
+    """More than one answer to one request: the connection cannot be trusted."""
+
+
+class Response:
+    """Zoom's status and headers; the body is read with :meth:`read` or :meth:`chunks`,
+    and :meth:`release` must be called once done, whatever happened."""
+
+    __slots__ = ("_connection", "_length", "_upstream_framed", "headers", "status")
+
+    def __init__(self, connection: _Connection, status: int, headers: RawHeaders) -> None:
+        self._connection = connection
+        self.status = status
+        #: As Zoom sent them: names and values are bytes, in order, repeats kept.
+        self.headers = headers
+        self._length: int | None = None
+        #: False when the body runs to the end of the connection (no length, not chunked).
+        self._upstream_framed = False
+        for name, value in headers:
+            lower = name.lower()
+            if lower == b"content-length":
+                self._length = int(value) if value.isdigit() else None
+                self._upstream_framed = True
+            elif lower == b"transfer-encoding":
+                self._upstream_framed = True
+
+    @property
+    def content_length(self) -> int | None:
+        return self._length
+
+    async def read(self) -> bytes:
+        """The whole body (for bodies known to be small)."""
+        return b"".join([chunk async for chunk in self.chunks()])
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, several buffered pieces joined into one."""
+        connection = self._connection
+        while True:
+            chunk = await connection.next_body_chunk()
+            if not chunk:
+                return
+            yield chunk
+
+    def release(self) -> None:
+        """Back to the pool if the exchange completed cleanly, else closed."""
+        self._connection.release()
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection to the origin, and the exchange in progress on it."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._head_request = False
+        self._headers: RawHeaders = []
+        self._response: asyncio.Future[Response] | None = None
+        self._current: Response | None = None
+        self._body: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._body_done = False
+        self._body_error: BaseException | None = None
+        self._body_waiter: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._write_waiter: asyncio.Future[None] | None = None
+        self._writing_paused = False
+        self._sender: asyncio.Task[None] | None = None
+        self._keep_alive = False
+        self._informational = False
+        #: Between sending a request and releasing its response.
+        self._active = False
+        #: Whether any byte of the current exchange's response has arrived.
+        self.answered = False
+        self.used = False
+        self.idle_since = 0.0
+
+    # -- asyncio.Protocol --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not registered as asyncio.Transport subclasses.
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._active:
+            self.close()  # nothing was asked: whatever this is, the connection is unusable
+            return
+        self.answered = True
+        try:
+            self._parser.feed_data(data)
+        except (httptools.HttpParserError, _SecondAnswer) as exc:
+            self._fail(UpstreamUnreachable("Zoom's answer was not valid HTTP."), exc)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        current = self._current
+        if self._response is not None and not self._response.done():
+            self._response.set_exception(UpstreamUnreachable("Zoom closed the connection."))
+        elif current is not None and not self._body_done:
+            if exc is None and not current._upstream_framed:
+                self._end_body()  # a body delimited by the end of the connection
+            else:
+                self._break_body(BodyBrokeOff("Zoom's answer broke off."))
+        self._wake_writer(exc)
+        self._pool.forget(self)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._wake_writer(None)
+
+    # -- httptools callbacks ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._current is not None:
+            raise _SecondAnswer()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:
+            # 1xx (103 Early Hints, say): the real answer follows on the same connection.
+            self._headers, self._informational = [], True
+            return
+        response = Response(self, status, self._headers)
+        self._current = response
+        self._keep_alive = self._parser.should_keep_alive()
+        if self._head_request:
+            self._end_body()
+        if self._response is not None and not self._response.done():
+            self._response.set_result(response)
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+        self._buffered += len(body)
+        if self._buffered > self._pool.buffer_limit and self._transport is not None:
+            self._transport.pause_reading()
+            self._reading_paused = True
+        self._wake_body()
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
+        self._end_body()
+
+    # -- one exchange -------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing()
+
+    async def exchange(
+        self, head: bytes, body: Body, *, head_request: bool, chunked: bool
+    ) -> Response:
+        """Send a request and wait for the response's headers."""
+        assert self._transport is not None
+        self._parser = httptools.HttpResponseParser(self)
+        self._head_request = head_request
+        self._active, self.answered, self.used = True, False, True
+        self._headers, self._current, self._informational = [], None, False
+        self._body.clear()
+        self._buffered, self._body_done, self._body_error = 0, False, None
+        self._keep_alive = False
+        self._response = response = self._loop.create_future()
+        if body is None or isinstance(body, bytes):
+            if body and len(body) > _ONE_WRITE:
+                self._transport.write(head)
+                self._transport.write(body)
+            else:
+                self._transport.write(head + body if body else head)
+        else:
+            self._sender = self._loop.create_task(self._send_stream(head, body, chunked))
+            self._sender.add_done_callback(self._sent)
+        return await self._wait(response)
+
+    async def _send_stream(self, head: bytes, body: AsyncIterator[bytes], chunked: bool) -> None:
+        transport = self._transport
+        assert transport is not None
+        transport.write(head)
+        async for chunk in body:
+            if not self.alive or self._body_done:
+                return  # Zoom has answered (or left) without waiting for the rest
+            if chunked:
+                transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            else:
+                transport.write(chunk)
+            if self._writing_paused:
+                await self._drained()
+        if chunked and self.alive:
+            transport.write(b"0\r\n\r\n")
+
+    def _sent(self, sender: asyncio.Task[None]) -> None:
+        self._sender = None
+        if sender.cancelled():
+            return
+        error = sender.exception()
+        if error is not None:
+            # The client's body failed (too slow, or gone): Zoom can never get the rest.
+            self._fail(error, None)
+
+    async def _drained(self) -> None:
+        self._write_waiter = self._loop.create_future()
+        try:
+            await self._write_waiter
+        finally:
+            self._write_waiter = None
+
+    def _wake_writer(self, exc: Exception | None) -> None:
+        waiter = self._write_waiter
+        if waiter is not None and not waiter.done():
+            if exc is None and self._transport is not None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(UpstreamUnreachable("Zoom closed the connection."))
+
+    async def _wait(self, future: asyncio.Future[Response]) -> Response:
+        timer = self._loop.call_later(self._pool.read_timeout, self._time_out, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+            self._response = None
+
+    def _time_out(self, future: asyncio.Future[Response] | asyncio.Future[None]) -> None:
+        if not future.done():
+            future.set_exception(UpstreamTimeout())
+
+    def _fail(self, error: BaseException, cause: BaseException | None) -> None:
+        if self._response is not None and not self._response.done():
+            error.__cause__ = cause
+            self._response.set_exception(error)
+        elif not self._body_done:
+            self._break_body(BodyBrokeOff("Zoom's answer broke off."))
+        self.close()
+
+    async def next_body_chunk(self) -> bytes:
+        """The buffered body joined into one piece; ``b""`` at its end."""
+        while not self._body:
+            if self._body_error is not None:
+                raise self._body_error
+            if self._body_done:
+                return b""
+            waiter = self._body_waiter = self._loop.create_future()
+            timer = self._loop.call_later(self._pool.read_timeout, self._time_out, waiter)
+            try:
+                await waiter
+            except UpstreamTimeout as exc:
+                self.close()
+                raise BodyBrokeOff("Zoom's answer stopped arriving.") from exc
+            finally:
+                timer.cancel()
+                self._body_waiter = None
+        chunk = self._body.popleft() if len(self._body) == 1 else b"".join(self._body)
+        self._body.clear()
+        self._buffered = 0
+        if self._reading_paused and self._transport is not None:
+            self._reading_paused = False
+            self._transport.resume_reading()
+        return chunk
+
+    def _wake_body(self) -> None:
+        waiter = self._body_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _end_body(self) -> None:
+        self._body_done = True
+        self._wake_body()
+
+    def _break_body(self, error: BaseException) -> None:
+        self._body_error = error
+        self._wake_body()
+
+    def release(self) -> None:
+        self._active = False
+        if self._sender is not None:
+            self._sender.cancel()
+            self.close()
+        clean = self._body_done and self._body_error is None and not self._body
+        if clean and self._keep_alive and self.alive:
+            self._current = None
+            self._pool.put_back(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        self._active = False
+        if self._transport is not None:
+            self._transport.close()
+        self._pool.forget(self)
+
+
+class Pool:
+    """Keep-alive connections to one origin (``scheme://host[:port]``)."""
+
+    def __init__(
+        self,
+        origin: str,
+        *,
+        limit: int,
+        connect_timeout: float,
+        read_timeout: float,
+        buffer_limit: int,
+        idle_timeout: float = 15.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        url = URL(origin)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"not an http(s) origin: {origin!r}")
+        self._host = url.host
+        self._port = url.port or (443 if url.scheme == "https" else 80)
+        self._ssl = (ssl_context or ssl.create_default_context()) if url.scheme == "https" else None
+        self._host_header = f"Host: {url.raw_authority}\r\n"
+        self._limit = limit
+        self._connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.buffer_limit = buffer_limit
+        self._idle_timeout = idle_timeout
+        self._idle: collections.deque[_Connection] = collections.deque()
+        self._busy: set[_Connection] = set()
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._closed = False
+
+    @property
+    def in_use(self) -> int:
+        """Connections lent out to a request right now (a gauge, and a leak check)."""
+        return len(self._busy)
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        headers: Sequence[tuple[str, str]],
+        body: Body,
+        *,
+        content_length: int | None = None,
+    ) -> Response:
+        """Send ``method target`` with ``headers`` (Host is the pool's) and ``body``.
+
+        A streamed body is sent with ``content_length`` if given, else chunked.
+        """
+        streamed = body is not None and not isinstance(body, bytes)
+        if isinstance(body, bytes):
+            content_length = len(body)
+        head = _head(method, target, self._host_header, headers, content_length, streamed)
+        head_request = method == "HEAD"
+        while True:
+            connection = await self._acquire()
+            reused = connection.used
+            try:
+                return await connection.exchange(
+                    head, body, head_request=head_request, chunked=content_length is None
+                )
+            except UpstreamUnreachable:
+                connection.close()
+                # Zoom closed a pooled connection just as it was reused (RFC 9112, 9.3.1).
+                if not (reused and not streamed and method in IDEMPOTENT) or connection.answered:
+                    raise
+            except BaseException:
+                connection.close()
+                raise
+
+    async def _acquire(self) -> _Connection:
+        now = asyncio.get_running_loop().time()
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.alive and now - connection.idle_since < self._idle_timeout:
+                self._busy.add(connection)
+                return connection
+            connection.close()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                while len(self._busy) >= self._limit:
+                    waiter = asyncio.get_running_loop().create_future()
+                    self._waiting.append(waiter)
+                    await waiter
+                    if self._idle:
+                        return await self._acquire()
+                connection = await self._connect()
+        except TimeoutError as exc:
+            raise UpstreamUnreachable("Zoom's API could not be reached in time.") from exc
+        except OSError as exc:
+            raise UpstreamUnreachable("Zoom's API could not be reached.") from exc
+        return connection
+
+    async def _connect(self) -> _Connection:
+        if self._closed:
+            raise UpstreamUnreachable("The proxy is shutting down.")
+        connection = _Connection(self)
+        self._busy.add(connection)
+        try:
+            await asyncio.get_running_loop().create_connection(
+                lambda: connection,
+                self._host,
+                self._port,
+                ssl=self._ssl,
+                server_hostname=self._host if self._ssl else None,
+            )
+        except BaseException:
+            self._busy.discard(connection)
+            self._wake_one()
+            raise
+        return connection
+
+    def put_back(self, connection: _Connection) -> None:
+        self._busy.discard(connection)
+        if self._closed:
+            connection.close()
+            return
+        connection.idle_since = asyncio.get_running_loop().time()
+        self._idle.append(connection)
+        self._wake_one()
+
+    def forget(self, connection: _Connection) -> None:
+        """A connection closed (by either side): it no longer counts, in or out."""
+        if connection in self._busy:
+            self._busy.discard(connection)
+            self._wake_one()
+        elif connection in self._idle:
+            self._idle.remove(connection)
+
+    def _wake_one(self) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def close(self) -> None:
+        self._closed = True
+        for connection in [*self._idle, *self._busy]:
+            connection.close()
+
+
+def _head(
+    method: str,
+    target: str,
+    host_header: str,
+    headers: Sequence[tuple[str, str]],
+    content_length: int | None,
+    streamed: bool,
+) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1\r\n", host_header]
+    lines += [f"{name}: {value}\r\n" for name, value in headers]
+    if content_length is not None and (content_length or method not in IDEMPOTENT):
+        lines.append(f"Content-Length: {content_length}\r\n")
+    elif streamed:
+        lines.append("Transfer-Encoding: chunked\r\n")
+    lines.append("\r\n")
+    text = "".join(lines)
+    # One count in C instead of a check per header: nothing may add a line of its own.
+    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+        raise ValueError("a header value holds a line break")
+    return text.encode("utf-8", "surrogateescape")
