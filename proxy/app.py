@@ -97,7 +97,7 @@ async def _shared_state(app: web.Application) -> AsyncIterator[None]:
     (one connection pool per process)."""
     settings = app[SETTINGS]
     if settings.redis.url is None:
-        app[SESSIONS], app[_COORDINATOR] = CookieSessions(), LOCAL
+        app[SESSIONS], app[_COORDINATOR] = CookieSessions(app[STORAGE]), LOCAL
         yield
         return
     url = settings.redis.url.value
@@ -115,7 +115,7 @@ async def _shared_state(app: web.Application) -> AsyncIterator[None]:
         )
         app[SESSIONS], app[_COORDINATOR] = sessions, sessions
     else:
-        app[SESSIONS] = CookieSessions()
+        app[SESSIONS] = CookieSessions(app[STORAGE])
         app[_COORDINATOR] = SharedGrace(
             store,
             app[FERNET],

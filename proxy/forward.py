@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -183,10 +184,11 @@ async def _send(request: web.Request, target: str, tokens: Tokens, body: Request
         access_token=tokens.access_token,
         trust_forwarded=request.app[SETTINGS].trust_forwarded_headers,
     )
-    with request.app[METRICS].upstream_latency.time():
-        upstream = await request.app[UPSTREAM].request(
-            request.method, target, headers, body.payload(), content_length=body.length
-        )
+    started = time.perf_counter()
+    upstream = await request.app[UPSTREAM].request(
+        request.method, target, headers, body.payload(), content_length=body.length
+    )
+    request.app[METRICS].observe_upstream_latency(started)
     request[UPSTREAM_STATUS] = upstream.status
     return upstream
 

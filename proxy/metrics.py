@@ -6,6 +6,8 @@ never share counters.
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import (
@@ -18,6 +20,8 @@ from prometheus_client import (
 )
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: By ``status // 100``: aiohttp allows any status from 100 to 999.
+_STATUS_CLASSES = tuple(f"{digit}xx" for digit in range(10))
 _ROUTE_CLASSES = (("/api/", "api"), ("/auth/", "auth"), ("/healthz", "probe"), ("/readyz", "probe"))
 
 
@@ -73,6 +77,9 @@ class Metrics:
             "Redis commands that failed (unreachable, timed out, refused).",
             registry=self.registry,
         )
+        #: ``requests.labels(...)`` takes a lock and builds a key; the label set is
+        #: small and fixed, so each child is looked up once.
+        self._request_counters: dict[tuple[str, str, str], Counter] = {}
 
     def count_refresh(self, outcome: str) -> None:
         self.refreshes.labels(outcome).inc()
@@ -86,6 +93,17 @@ class Metrics:
     def count_redis_failure(self) -> None:
         self.redis_failures.inc()
 
+    def observe_upstream_latency(self, started: float) -> None:
+        """Time since ``started`` (a ``time.perf_counter()``) until Zoom's headers."""
+        self.upstream_latency.observe(time.perf_counter() - started)
+
+    def _count_request(self, route: str, method: str, status: str) -> None:
+        key = (route, method, status)
+        counter = self._request_counters.get(key)
+        if counter is None:
+            counter = self._request_counters[key] = self.requests.labels(*key)
+        counter.inc()
+
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         status = 500
@@ -97,7 +115,7 @@ class Metrics:
         finally:
             self.in_flight.dec()
             method = request.method if request.method in _METHODS else "other"
-            self.requests.labels(route_class(request.path), method, f"{status // 100}xx").inc()
+            self._count_request(route_class(request.path), method, _STATUS_CLASSES[status // 100])
 
     async def handle(self, request: web.Request) -> web.Response:
         """``GET /metrics``: the Prometheus text format."""

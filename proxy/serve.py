@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -130,6 +131,11 @@ async def serve_until_signalled(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    # What start-up built (modules, the app, its clients) lives as long as the process:
+    # frozen, a full collection no longer walks it, which shortens the pauses that
+    # make up the tail latency under load.
+    gc.collect()
+    gc.freeze()
     announce()
     try:
         await stop.wait()

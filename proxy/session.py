@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, cast
@@ -21,6 +20,8 @@ from aiohttp import web
 from aiohttp_session import AbstractStorage, Session, get_session, new_session
 from aiohttp_session import SessionData as StoredSession
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from .lru import Lru
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ class ChunkedCookieStorage(AbstractStorage):
         self._fernet = fernet
         self._chunk_size = COOKIE_BYTES_LIMIT - _ATTRIBUTES_ALLOWANCE - len(cookie_name)
         self._chunk_names = [cookie_name] + [f"{cookie_name}_{i}" for i in range(1, MAX_CHUNKS)]
-        self._decrypted: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
+        self._decrypted: Lru[str, tuple[int, dict[str, Any]]] = Lru(DECRYPTED_CACHE_SIZE)
         self._lifetime = max_age
         self._clock = clock
         self._trust_forwarded_proto = trust_forwarded_proto
@@ -207,7 +208,7 @@ class ChunkedCookieStorage(AbstractStorage):
         return found
 
     def load_cookie(self, request: web.Request) -> str | None:
-        value = "".join(chunk for _, chunk in self.chunks(request))
+        value = "".join([chunk for _, chunk in self.chunks(request)])
         # Stored without base64 padding, which would make cookie libraries quote it.
         return value + "=" * (-len(value) % 4) if value else None
 
@@ -218,15 +219,28 @@ class ChunkedCookieStorage(AbstractStorage):
             None, data=cast(StoredSession | None, data), new=data is None, max_age=self.max_age
         )
 
+    def stored(self, request: web.Request) -> tuple[str, Mapping[str, Any]] | None:
+        """The session's contents and the cookie value they came from, read-only.
+
+        The hot path only reads a session, so this skips aiohttp-session's ``Session``
+        object; ``get_session`` builds one (from the same cache) when a handler changes
+        the session.
+        """
+        value = self.load_cookie(request)
+        data = None if value is None else self._decrypt(value)
+        contents = None if data is None else data.get("session")
+        if value is None or not isinstance(contents, dict) or not contents:
+            return None
+        return value, contents
+
     def _decrypt(self, value: str) -> dict[str, Any] | None:
         """The stored data of a cookie value, or ``None``; cached, expiry still enforced."""
         cached = self._decrypted.get(value)
         if cached is not None:
             issued_at, data = cached
             if self._clock() - issued_at <= self._lifetime:
-                self._decrypted.move_to_end(value)
                 return data
-            del self._decrypted[value]
+            self._decrypted.pop(value)
         try:
             token = value.encode("ascii")
             now = int(self._clock())
@@ -238,9 +252,7 @@ class ChunkedCookieStorage(AbstractStorage):
             log.warning("session cookie could not be decrypted; treating the client as signed out")
             self.on_decode_failure()
             return None
-        self._decrypted[value] = (issued_at, data)
-        if len(self._decrypted) > DECRYPTED_CACHE_SIZE:
-            self._decrypted.popitem(last=False)
+        self._decrypted.put(value, (issued_at, data))
         return data
 
     async def save_session(

@@ -18,20 +18,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
 from aiohttp import web
-from aiohttp_session import get_session, new_session
+from aiohttp_session import SESSION_KEY, get_session, new_session
 from cryptography.fernet import MultiFernet
 
 from .coordination import Outcome, RefreshCall
 from .errors import RefreshRejected, SessionStoreUnavailable
+from .lru import Lru
 from .redis_client import SharedStore
 from .redis_lock import RedisLock
 from .session import (
     DECRYPTED_CACHE_SIZE,
+    ChunkedCookieStorage,
     SessionData,
     Tokens,
     replace_session,
@@ -75,10 +76,28 @@ class SessionStore(Protocol):
 class CookieSessions:
     """The whole session in its encrypted cookie (``session.store: cookie``)."""
 
+    def __init__(self, storage: ChunkedCookieStorage) -> None:
+        self._storage = storage
+        #: Parsed sessions by cookie value: the same value always holds the same session.
+        self._parsed: Lru[str, SignedIn] = Lru(DECRYPTED_CACHE_SIZE)
+
     async def load(self, request: web.Request) -> SignedIn | None:
-        session = await get_session(request)
-        data = None if session.empty else SessionData.from_json(session)
-        return None if data is None else SignedIn(data)
+        if SESSION_KEY in request:  # already loaded, perhaps changed, in this request
+            session = await get_session(request)
+            data = None if session.empty else SessionData.from_json(session)
+            return None if data is None else SignedIn(data)
+        stored = self._storage.stored(request)
+        if stored is None:
+            return None
+        value, contents = stored
+        signed_in = self._parsed.get(value)
+        if signed_in is None:
+            data = SessionData.from_json(contents)
+            if data is None:
+                return None
+            signed_in = SignedIn(data)
+            self._parsed.put(value, signed_in)
+        return signed_in
 
     async def start(self, request: web.Request, data: SessionData) -> None:
         await start_session(request, data)
@@ -108,7 +127,7 @@ class RedisSessions:
         self._lock_ttl = lock_ttl
         #: Sessions already decrypted, by their sealed value: the same bytes always
         #: open to the same session, and Fernet plus JSON cost more than the Redis GET.
-        self._opened: OrderedDict[bytes, SessionData] = OrderedDict()
+        self._opened: Lru[bytes, SessionData] = Lru(DECRYPTED_CACHE_SIZE)
 
     def _key(self, session_id: str) -> str:
         return self._store.key("session", session_id)
@@ -120,14 +139,11 @@ class RedisSessions:
     def _open(self, value: bytes) -> SessionData | None:
         session = self._opened.get(value)
         if session is not None:
-            self._opened.move_to_end(value)
             return session
         data = unseal(self._fernet, value)
         session = None if data is None else SessionData.from_json(data)
         if session is not None:
-            self._opened[value] = session
-            if len(self._opened) > DECRYPTED_CACHE_SIZE:
-                self._opened.popitem(last=False)
+            self._opened.put(value, session)
         return session
 
     async def _write(self, session_id: str, data: SessionData) -> None:

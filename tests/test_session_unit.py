@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
-from aiohttp_session import Session
+from aiohttp_session import STORAGE_KEY, Session
 from cryptography.fernet import Fernet
 
 from proxy.session import (
@@ -16,7 +17,9 @@ from proxy.session import (
     Tokens,
     User,
     make_fernet,
+    replace_session,
 )
+from proxy.session_store import CookieSessions, SignedIn
 
 KEY = Fernet.generate_key().decode()
 
@@ -172,3 +175,44 @@ async def test_a_cached_session_still_expires() -> None:
     assert not (await store.load_session(request_with(cookies))).empty
     now[0] += 3601
     assert (await store.load_session(request_with(cookies))).empty
+
+
+async def test_a_cached_session_expires_on_the_read_only_path_too() -> None:
+    now = [1_800_000_000.0]
+    store = ChunkedCookieStorage(
+        make_fernet((KEY,)),
+        cookie_name="zoom_proxy",
+        max_age=3600,
+        secure=True,
+        samesite="Lax",
+        clock=lambda: now[0],
+    )
+    sessions = CookieSessions(store)
+    response = await saved(store, session_data(600), request_with({}))
+    cookies = {"zoom_proxy": response.cookies["zoom_proxy"].value}
+    assert await sessions.load(request_with(cookies)) == SignedIn(session_data(600))
+    now[0] += 3601
+    assert await sessions.load(request_with(cookies)) is None
+
+
+async def test_the_read_only_path_signs_out_a_tampered_cookie() -> None:
+    store = storage()
+    response = await saved(store, session_data(600), request_with({}))
+    value = response.cookies["zoom_proxy"].value
+    tampered = value[:-4] + ("AAAA" if not value.endswith("AAAA") else "BBBB")
+    assert await CookieSessions(store).load(request_with({"zoom_proxy": tampered})) is None
+
+
+# aiohttp-session's own request keys are plain strings.
+@pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
+async def test_a_session_changed_earlier_in_the_request_is_the_one_loaded() -> None:
+    store = storage()
+    sessions = CookieSessions(store)
+    response = await saved(store, session_data(600), request_with({}))
+    request = request_with({"zoom_proxy": response.cookies["zoom_proxy"].value})
+    request[STORAGE_KEY] = store
+    assert await sessions.load(request) == SignedIn(session_data(600))
+    await replace_session(request, session_data(700))
+    assert await sessions.load(request) == SignedIn(session_data(700))
+    await replace_session(request, None)
+    assert await sessions.load(request) is None
