@@ -37,6 +37,8 @@ Body = bytes | AsyncIterator[bytes] | None
 
 #: Methods that may be sent again after a pooled connection turned out to be closed.
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: Methods whose request always has a body, so an empty one is ``Content-Length: 0``.
+_BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 #: Bodies up to this size go out in the same write as the headers.
 _ONE_WRITE = 1 << 16
 
@@ -77,7 +79,10 @@ class Response:
 
     async def read(self) -> bytes:
         """The whole body (for bodies known to be small)."""
-        return b"".join([chunk async for chunk in self.chunks()])
+        pieces = []
+        while piece := await self._connection.next_body_chunk():
+            pieces.append(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives, several buffered pieces joined into one."""
@@ -101,9 +106,13 @@ class _Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
+        #: After a HEAD response the parser still expects its body: the next exchange
+        #: needs a new parser.
+        self._parser_spent = False
         self._head_request = False
         self._headers: RawHeaders = []
         self._response: asyncio.Future[Response] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._current: Response | None = None
         self._body: collections.deque[bytes] = collections.deque()
         self._buffered = 0
@@ -181,6 +190,7 @@ class _Connection(asyncio.Protocol):
         self._current = response
         self._keep_alive = self._parser.should_keep_alive()
         if self._head_request:
+            self._parser_spent = True
             self._end_body()
         if self._response is not None and not self._response.done():
             self._response.set_result(response)
@@ -206,44 +216,67 @@ class _Connection(asyncio.Protocol):
         return self._transport is not None and not self._transport.is_closing()
 
     async def exchange(
-        self, head: bytes, body: Body, *, head_request: bool, chunked: bool
+        self, head: bytes, body: Body, *, head_request: bool, length: int | None
     ) -> Response:
-        """Send a request and wait for the response's headers."""
+        """Send a request and wait for the response's headers.
+
+        Zoom gets ``read_timeout`` to answer from the moment the whole request is sent.
+        A streamed body is sent with ``length`` as declared, chunked when it is ``None``.
+        """
         assert self._transport is not None
-        self._parser = httptools.HttpResponseParser(self)
+        if self._parser_spent:
+            self._parser, self._parser_spent = httptools.HttpResponseParser(self), False
         self._head_request = head_request
         self._active, self.answered, self.used = True, False, True
         self._headers, self._current, self._informational = [], None, False
         self._body.clear()
         self._buffered, self._body_done, self._body_error = 0, False, None
         self._keep_alive = False
-        self._response = response = self._loop.create_future()
+        response: asyncio.Future[Response] = self._loop.create_future()
+        self._response = response
         if body is None or isinstance(body, bytes):
             if body and len(body) > _ONE_WRITE:
                 self._transport.write(head)
                 self._transport.write(body)
             else:
                 self._transport.write(head + body if body else head)
+            self._start_timer()
         else:
-            self._sender = self._loop.create_task(self._send_stream(head, body, chunked))
+            self._sender = self._loop.create_task(self._send_stream(head, body, length))
             self._sender.add_done_callback(self._sent)
-        return await self._wait(response)
+        try:
+            return await response
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._response = None
 
-    async def _send_stream(self, head: bytes, body: AsyncIterator[bytes], chunked: bool) -> None:
+    async def _send_stream(
+        self, head: bytes, body: AsyncIterator[bytes], length: int | None
+    ) -> None:
         transport = self._transport
         assert transport is not None
         transport.write(head)
+        sent = 0
         async for chunk in body:
             if not self.alive or self._body_done:
                 return  # Zoom has answered (or left) without waiting for the rest
-            if chunked:
+            if not chunk:
+                continue  # an empty chunk would be the chunked body's terminator
+            if length is None:
                 transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
             else:
+                sent += len(chunk)
+                if sent > length:
+                    # The excess would reach Zoom as the start of another request.
+                    raise UpstreamUnreachable("The request body is longer than declared.")
                 transport.write(chunk)
             if self._writing_paused:
                 await self._drained()
-        if chunked and self.alive:
+        if length is None and self.alive:
             transport.write(b"0\r\n\r\n")
+        elif length is not None and sent < length:
+            raise UpstreamUnreachable("The request body is shorter than declared.")
 
     def _sent(self, sender: asyncio.Task[None]) -> None:
         self._sender = None
@@ -253,12 +286,22 @@ class _Connection(asyncio.Protocol):
         if error is not None:
             # The client's body failed (too slow, or gone): Zoom can never get the rest.
             self._fail(error, None)
+        else:
+            self._start_timer()
+
+    def _start_timer(self) -> None:
+        response = self._response
+        if response is not None and not response.done():
+            self._timer = self._loop.call_later(self._pool.read_timeout, self._time_out, response)
 
     async def _drained(self) -> None:
-        self._write_waiter = self._loop.create_future()
+        """Until Zoom takes more of the body; it gets ``read_timeout`` to do so."""
+        waiter = self._write_waiter = self._loop.create_future()
+        timer = self._loop.call_later(self._pool.read_timeout, self._time_out, waiter)
         try:
-            await self._write_waiter
+            await waiter
         finally:
+            timer.cancel()
             self._write_waiter = None
 
     def _wake_writer(self, exc: Exception | None) -> None:
@@ -268,14 +311,6 @@ class _Connection(asyncio.Protocol):
                 waiter.set_result(None)
             else:
                 waiter.set_exception(UpstreamUnreachable("Zoom closed the connection."))
-
-    async def _wait(self, future: asyncio.Future[Response]) -> Response:
-        timer = self._loop.call_later(self._pool.read_timeout, self._time_out, future)
-        try:
-            return await future
-        finally:
-            timer.cancel()
-            self._response = None
 
     def _time_out(self, future: asyncio.Future[Response] | asyncio.Future[None]) -> None:
         if not future.done():
@@ -413,7 +448,7 @@ class Pool:
             reused = connection.used
             try:
                 return await connection.exchange(
-                    head, body, head_request=head_request, chunked=content_length is None
+                    head, body, head_request=head_request, length=content_length
                 )
             except UpstreamUnreachable:
                 connection.close()
@@ -437,7 +472,12 @@ class Pool:
                 while len(self._busy) >= self._limit:
                     waiter = asyncio.get_running_loop().create_future()
                     self._waiting.append(waiter)
-                    await waiter
+                    try:
+                        await waiter
+                    except BaseException:
+                        if waiter.done() and not waiter.cancelled():
+                            self._wake_one()  # woken, but leaving: the turn goes on
+                        raise
                     if self._idle:
                         return await self._acquire()
                 connection = await self._connect()
@@ -506,7 +546,7 @@ def _head(
 ) -> bytes:
     lines = [f"{method} {target} HTTP/1.1\r\n", host_header]
     lines += [f"{name}: {value}\r\n" for name, value in headers]
-    if content_length is not None and (content_length or method not in IDEMPOTENT):
+    if content_length is not None and (content_length or streamed or method in _BODY_METHODS):
         lines.append(f"Content-Length: {content_length}\r\n")
     elif streamed:
         lines.append("Transfer-Encoding: chunked\r\n")
