@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp_session import session_middleware
 
 from . import auth, redis_client
+from .bracket import bracket
 from .config import Settings
 from .coordination import LOCAL, Coordinator, SharedGrace
 from .errors import SessionStoreUnavailable
@@ -18,7 +19,7 @@ from .guards import add_cors_headers, origin_guard
 from .http_errors import error_middleware
 from .keys import FERNET, HTTP, OAUTH, REFRESHER, SESSIONS, SETTINGS, STORAGE, UPSTREAM
 from .lifecycle import LIFECYCLE, Lifecycle
-from .logs import TRUST_FORWARDED, add_request_id_header, request_id_middleware
+from .logs import TRUST_FORWARDED, add_request_id_header
 from .metrics import METRICS, Metrics
 from .oauth import ZoomOAuth
 from .pages import signed_in_page, signed_out_page
@@ -53,9 +54,7 @@ def create_app(settings: Settings) -> web.Application:
     storage.on_decode_failure = metrics.count_decode_failure
     app = web.Application(
         middlewares=[
-            request_id_middleware,
-            metrics.middleware,
-            lifecycle.middleware,
+            bracket(metrics, lifecycle),
             # Outside the error translation, so that a session changed by a refresh
             # is saved even when the answer turns out to be an error.
             session_middleware(storage),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 
 class Lifecycle:
@@ -31,16 +30,14 @@ class Lifecycle:
         self.draining = True
         await self._idle.wait()
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    def enter(self) -> None:
         self._in_flight += 1
         self._idle.clear()
-        try:
-            return await handler(request)
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
+
+    def leave(self) -> None:
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._idle.set()
 
 
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)

@@ -11,12 +11,11 @@ import json
 import logging
 import os
 import sys
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.typedefs import Handler
 
 from .config import LoggingSettings
 
@@ -38,15 +37,15 @@ def accepted_request_id(value: str | None) -> str:
     return os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID
 
 
-@web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def begin_request(request: web.Request) -> Token[str]:
+    """Name the request (the client's sane ``X-Request-ID``, or a new id) for its log lines."""
     request_id = accepted_request_id(request.headers.get(_REQUEST_ID_HEADER))
     request[REQUEST_ID] = request_id
-    token = current_request_id.set(request_id)
-    try:
-        return await handler(request)
-    finally:
-        current_request_id.reset(token)
+    return current_request_id.set(request_id)
+
+
+def end_request(token: Token[str]) -> None:
+    current_request_id.reset(token)
 
 
 async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:

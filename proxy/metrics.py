@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -104,18 +103,13 @@ class Metrics:
             counter = self._request_counters[key] = self.requests.labels(*key)
         counter.inc()
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        status = 500
+    def enter(self) -> None:
         self.in_flight.inc()
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        finally:
-            self.in_flight.dec()
-            method = request.method if request.method in _METHODS else "other"
-            self._count_request(route_class(request.path), method, _STATUS_CLASSES[status // 100])
+
+    def leave(self, request: web.Request, status: int) -> None:
+        self.in_flight.dec()
+        method = request.method if request.method in _METHODS else "other"
+        self._count_request(route_class(request.path), method, _STATUS_CLASSES[status // 100])
 
     async def handle(self, request: web.Request) -> web.Response:
         """``GET /metrics``: the Prometheus text format."""

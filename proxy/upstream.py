@@ -10,7 +10,8 @@ Forwarding needs none of that, so this client does only what it needs, on
   ``idle_timeout`` and as soon as Zoom closes them;
 * the request target and headers sent byte for byte as given, bodies either whole
   (one write with the headers when small) or streamed, chunked when of unknown length;
-* ``read_timeout`` between any two reads, headers included;
+* ``read_timeout`` between any two reads, headers included (enforced by a periodic
+  sweep, so up to ``min(1 s, read_timeout / 8)`` late);
 * response bodies buffered up to ``buffer_limit`` bytes, then reading pauses;
 * a request that finds a pooled connection already closed by Zoom is sent once more
   on a new one, if it is idempotent and its body is kept whole (RFC 9110, 9.2.2).
@@ -39,6 +40,8 @@ Body = bytes | AsyncIterator[bytes] | None
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 #: Methods whose request always has a body, so an empty one is ``Content-Length: 0``.
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
+#: How often, at most, the pool looks for waits past their deadline.
+_SWEEP_INTERVAL = 1.0
 #: Bodies up to this size go out in the same write as the headers.
 _ONE_WRITE = 1 << 16
 
@@ -112,7 +115,9 @@ class _Connection(asyncio.Protocol):
         self._head_request = False
         self._headers: RawHeaders = []
         self._response: asyncio.Future[Response] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        #: When the wait in progress (answer, body, or Zoom taking the body) times out,
+        #: in loop time; 0 when nothing is awaited. The pool's sweep enforces it.
+        self.deadline = 0.0
         self._current: Response | None = None
         self._body: collections.deque[bytes] = collections.deque()
         self._buffered = 0
@@ -143,6 +148,8 @@ class _Connection(asyncio.Protocol):
             self.close()  # nothing was asked: whatever this is, the connection is unusable
             return
         self.answered = True
+        if self.deadline:
+            self.deadline = self._loop.time() + self._pool.read_timeout
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, _SecondAnswer) as exc:
@@ -240,15 +247,14 @@ class _Connection(asyncio.Protocol):
                 self._transport.write(body)
             else:
                 self._transport.write(head + body if body else head)
-            self._start_timer()
+            self._expect()
         else:
             self._sender = self._loop.create_task(self._send_stream(head, body, length))
             self._sender.add_done_callback(self._sent)
         try:
             return await response
         finally:
-            if self._timer is not None:
-                self._timer.cancel()
+            self.deadline = 0.0
             self._response = None
 
     async def _send_stream(
@@ -286,22 +292,29 @@ class _Connection(asyncio.Protocol):
         if error is not None:
             # The client's body failed (too slow, or gone): Zoom can never get the rest.
             self._fail(error, None)
-        else:
-            self._start_timer()
+        elif self._response is not None and not self._response.done():
+            self._expect()
 
-    def _start_timer(self) -> None:
-        response = self._response
-        if response is not None and not response.done():
-            self._timer = self._loop.call_later(self._pool.read_timeout, self._time_out, response)
+    def _expect(self) -> None:
+        """Zoom has ``read_timeout`` from now to send (or take) the next bytes."""
+        self.deadline = self._loop.time() + self._pool.read_timeout
+        self._pool.watch()
+
+    def expire(self) -> None:
+        """The pool's sweep found the deadline passed: every pending wait times out."""
+        self.deadline = 0.0
+        for waiter in (self._response, self._body_waiter, self._write_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(UpstreamTimeout())
 
     async def _drained(self) -> None:
-        """Until Zoom takes more of the body; it gets ``read_timeout`` to do so."""
-        waiter = self._write_waiter = self._loop.create_future()
-        timer = self._loop.call_later(self._pool.read_timeout, self._time_out, waiter)
+        """Until Zoom takes more of the body."""
+        self._write_waiter = self._loop.create_future()
+        self._expect()
         try:
-            await waiter
+            await self._write_waiter
         finally:
-            timer.cancel()
+            self.deadline = 0.0
             self._write_waiter = None
 
     def _wake_writer(self, exc: Exception | None) -> None:
@@ -311,10 +324,6 @@ class _Connection(asyncio.Protocol):
                 waiter.set_result(None)
             else:
                 waiter.set_exception(UpstreamUnreachable("Zoom closed the connection."))
-
-    def _time_out(self, future: asyncio.Future[Response] | asyncio.Future[None]) -> None:
-        if not future.done():
-            future.set_exception(UpstreamTimeout())
 
     def _fail(self, error: BaseException, cause: BaseException | None) -> None:
         if self._response is not None and not self._response.done():
@@ -331,15 +340,15 @@ class _Connection(asyncio.Protocol):
                 raise self._body_error
             if self._body_done:
                 return b""
-            waiter = self._body_waiter = self._loop.create_future()
-            timer = self._loop.call_later(self._pool.read_timeout, self._time_out, waiter)
+            self._body_waiter = self._loop.create_future()
+            self._expect()
             try:
-                await waiter
+                await self._body_waiter
             except UpstreamTimeout as exc:
                 self.close()
                 raise BodyBrokeOff("Zoom's answer stopped arriving.") from exc
             finally:
-                timer.cancel()
+                self.deadline = 0.0
                 self._body_waiter = None
         chunk = self._body.popleft() if len(self._body) == 1 else b"".join(self._body)
         self._body.clear()
@@ -411,6 +420,10 @@ class Pool:
         self._busy: set[_Connection] = set()
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
+        # One sweep over the busy connections replaces a timer per wait, which showed
+        # in the profile; a timeout fires up to a sweep interval late.
+        self._sweep_every = min(_SWEEP_INTERVAL, read_timeout / 8)
+        self._sweeper: asyncio.TimerHandle | None = None
 
     @property
     def in_use(self) -> int:
@@ -530,8 +543,28 @@ class Pool:
                 waiter.set_result(None)
                 return
 
+    def watch(self) -> None:
+        """A connection has a deadline: make sure a sweep is coming."""
+        if self._sweeper is None and not self._closed:
+            loop = asyncio.get_running_loop()
+            self._sweeper = loop.call_later(self._sweep_every, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = asyncio.get_running_loop().time()
+        watching = False
+        for connection in list(self._busy):
+            if connection.deadline and connection.deadline <= now:
+                connection.expire()
+            watching = watching or bool(connection.deadline)
+        if watching:
+            self.watch()
+
     async def close(self) -> None:
         self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for connection in [*self._idle, *self._busy]:
             connection.close()
 
