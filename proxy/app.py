@@ -15,11 +15,11 @@ from .config import Settings
 from .coordination import LOCAL, Coordinator, SharedGrace
 from .errors import SessionStoreUnavailable
 from .forward import forward
-from .guards import add_cors_headers, origin_guard
+from .guards import screen_origin
 from .http_errors import error_middleware
 from .keys import FERNET, HTTP, OAUTH, REFRESHER, SESSIONS, SETTINGS, STORAGE, UPSTREAM
 from .lifecycle import LIFECYCLE, Lifecycle
-from .logs import TRUST_FORWARDED, add_request_id_header
+from .logs import TRUST_FORWARDED
 from .metrics import METRICS, Metrics
 from .oauth import ZoomOAuth
 from .pages import signed_in_page, signed_out_page
@@ -58,8 +58,7 @@ def create_app(settings: Settings) -> web.Application:
             # Outside the error translation, so that a session changed by a refresh
             # is saved even when the answer turns out to be an error.
             session_middleware(storage),
-            error_middleware,
-            origin_guard,
+            error_middleware(screen_origin),
         ],
     )
     app[LIFECYCLE] = lifecycle
@@ -70,8 +69,6 @@ def create_app(settings: Settings) -> web.Application:
     app[STORAGE] = storage
     app.cleanup_ctx.append(_shared_state)
     app.cleanup_ctx.append(_zoom_client)
-    app.on_response_prepare.append(add_cors_headers)
-    app.on_response_prepare.append(add_request_id_header)
     # First, so the hot path is the router's first match.
     app.router.add_route("*", "/api/{tail:.*}", forward)
     app.router.add_get("/", index)

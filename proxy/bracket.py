@@ -1,9 +1,11 @@
 """The middleware around every request: its id for the logs, the in-flight count that
-shutdown drains, and the request metrics.
+shutdown drains, the request metrics, and the headers every answer carries (its
+request id and CORS).
 
-Each is a plain call before and after the handler rather than a middleware of its own:
-every middleware is one more coroutine frame that each resumption of a handler passes
-through.
+Each is a plain call before and after the handler rather than a middleware or a signal
+of its own: every middleware is one more coroutine frame that each resumption of a
+handler passes through, and an ``on_response_prepare`` receiver one more coroutine per
+answer. A handler that streams prepares its response with :func:`prepare`.
 """
 
 from __future__ import annotations
@@ -11,9 +13,21 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from .guards import add_cors_headers
 from .lifecycle import Lifecycle
-from .logs import begin_request, end_request
+from .logs import add_request_id_header, begin_request, end_request
 from .metrics import Metrics
+
+
+def _finish_headers(request: web.Request, response: web.StreamResponse) -> None:
+    add_request_id_header(request, response)
+    add_cors_headers(request, response)
+
+
+async def prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """Send a streamed response's headers, the common ones included."""
+    _finish_headers(request, response)
+    await response.prepare(request)
 
 
 def bracket(metrics: Metrics, lifecycle: Lifecycle) -> Middleware:
@@ -26,6 +40,8 @@ def bracket(metrics: Metrics, lifecycle: Lifecycle) -> Middleware:
         try:
             response = await handler(request)
             status = response.status
+            if not response.prepared:
+                _finish_headers(request, response)
             return response
         finally:
             metrics.leave(request, status)

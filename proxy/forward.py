@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp_session import get_session
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from .bracket import prepare
 from .errors import (
     ClientTooSlow,
     Unauthenticated,
@@ -245,7 +246,7 @@ async def _relay(
         # Before prepare(): a prepared response can no longer take cookies, and the
         # session middleware does not save into streamed responses.
         await request.app[STORAGE].save_session(request, response, await get_session(request))
-    await response.prepare(request)
+    await prepare(request, response)
     try:
         async for chunk in upstream.chunks():
             await response.write(chunk)

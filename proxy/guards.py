@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from .errors import CrossOriginRefused
 from .keys import SETTINGS
@@ -49,14 +48,14 @@ def is_same_origin_or_direct(request: web.Request) -> bool:
     )
 
 
-@web.middleware
-async def origin_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer CORS preflights and refuse cross-origin unsafe requests before any work."""
+def screen_origin(request: web.Request) -> web.Response | None:
+    """Before any work: answer a CORS preflight, refuse a cross-origin unsafe request
+    (:class:`CrossOriginRefused`), or ``None`` to go on."""
     if _is_preflight(request):
         return _preflight(request)
     if request.method in UNSAFE_METHODS and _guarded(request) and is_cross_origin(request):
         raise CrossOriginRefused()
-    return await handler(request)
+    return None
 
 
 def _is_preflight(request: web.Request) -> bool:
@@ -82,12 +81,9 @@ def _preflight(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=headers)
 
 
-async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: CORS headers for an allowed origin, on every answer.
-
-    Done as a signal so error answers (401, 403) and streamed bodies get them too,
-    and the frontend can read why it was refused.
-    """
+def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """CORS headers for an allowed origin, on every answer: error answers (401, 403)
+    too, so the frontend can read why it was refused."""
     if not request.path.startswith(_CORS_PREFIXES):
         return
     response.headers.add("Vary", "Origin")

@@ -8,10 +8,11 @@ browser navigation a redirect to sign-in.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from .errors import ProxyError, RefreshRejected, Unauthenticated
 from .keys import SETTINGS, STORAGE
@@ -83,29 +84,44 @@ def _render(request: web.Request, status: int, code: str, message: str) -> web.R
     return web.json_response({"error": code, "message": message}, status=status, headers=headers)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ProxyError as error:
-        log.info(
-            "%s %s: %d %s",
-            request.method,
-            redacted_target(request.raw_path),
-            error.status,
-            error.code,
-        )
-        return render_error(request, error)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = _AIOHTTP_CODES.get(exc.status, "bad_request" if exc.status < 500 else "error")
-        response = _render(request, exc.status, code, exc.reason)
-        if "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
-    except Exception:
-        log.exception(
-            "unexpected error handling %s %s", request.method, redacted_target(request.raw_path)
-        )
-        return _render(request, 500, "internal_error", "The proxy failed; this is a bug.")
+#: A check before the handler: an early answer, ``None`` to go on, or a ProxyError.
+Screen = Callable[[web.Request], web.StreamResponse | None]
+
+
+def error_middleware(screen: Screen) -> Middleware:
+    """``screen`` each request, then run its handler; every error becomes HTTP here.
+
+    The screen runs inside the translation (so what it raises is rendered like any
+    error) rather than as a middleware of its own, which would be one more coroutine
+    frame on every request.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            early = screen(request)
+            return early if early is not None else await handler(request)
+        except ProxyError as error:
+            log.info(
+                "%s %s: %d %s",
+                request.method,
+                redacted_target(request.raw_path),
+                error.status,
+                error.code,
+            )
+            return render_error(request, error)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = _AIOHTTP_CODES.get(exc.status, "bad_request" if exc.status < 500 else "error")
+            response = _render(request, exc.status, code, exc.reason)
+            if "Allow" in exc.headers:
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
+        except Exception:
+            log.exception(
+                "unexpected error handling %s %s", request.method, redacted_target(request.raw_path)
+            )
+            return _render(request, 500, "internal_error", "The proxy failed; this is a bug.")
+
+    return middleware

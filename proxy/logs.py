@@ -48,8 +48,8 @@ def end_request(token: Token[str]) -> None:
     current_request_id.reset(token)
 
 
-async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: every answer names its request, errors and streams too."""
+def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer names its request, errors and streams too."""
     request_id = request.get(REQUEST_ID)
     if request_id is not None:
         response.headers[_REQUEST_ID_HEADER] = request_id

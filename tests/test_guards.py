@@ -71,6 +71,22 @@ async def test_an_allowed_origin_gets_credentialed_cors(make_proxy: ProxyFactory
         assert "Origin" in response.headers.getall("Vary")
 
 
+async def test_a_streamed_answer_to_an_allowed_origin_carries_cors(
+    make_proxy: ProxyFactory,
+) -> None:
+    proxy = await make_proxy(cors={"allowed_origins": [FRONTEND]})
+    await proxy.sign_in()
+    async with proxy.client.get(
+        f"{proxy.url}/api/_test/download",
+        params={"bytes": str(1 << 20)},
+        headers={"Origin": FRONTEND},
+    ) as response:
+        assert response.status == 200
+        assert response.headers["Access-Control-Allow-Origin"] == FRONTEND
+        assert response.headers["Access-Control-Allow-Credentials"] == "true"
+        assert len(await response.read()) == 1 << 20  # past the small-body limit: streamed
+
+
 async def test_a_preflight_from_an_allowed_origin_is_answered(make_proxy: ProxyFactory) -> None:
     proxy = await make_proxy(cors={"allowed_origins": [FRONTEND]})
     async with proxy.client.options(
