@@ -140,6 +140,9 @@ class RequestBody:
         return self.stream if self.replay is None else self.replay
 
 
+NO_BODY = RequestBody(replay=b"")
+
+
 async def read_body(request: web.Request, *, max_replay: int, stall_limit: float) -> RequestBody:
     """Buffer a body of at most ``max_replay`` bytes; stream anything larger.
 
@@ -149,7 +152,7 @@ async def read_body(request: web.Request, *, max_replay: int, stall_limit: float
     a connection to Zoom forever.
     """
     if not request.body_exists:
-        return RequestBody(replay=b"")
+        return NO_BODY
     length = request.content_length
     if length is not None and length > max_replay:
         return RequestBody(None, _stream(b"", request.content, stall_limit), length)
@@ -206,10 +209,14 @@ async def forward(request: web.Request) -> web.StreamResponse:
     request[USER_ID] = signed_in.data.user.id
     refresher = request.app[REFRESHER]
     tokens = await refresher.fresh(signed_in.data.tokens, session_id=signed_in.id)
-    new_cookie = await _keep(request, signed_in, tokens)
-    body = await read_body(
-        request, max_replay=settings.upstream.max_replay_body, stall_limit=settings.upstream.timeout
-    )
+    new_cookie = tokens is not signed_in.data.tokens and await _keep(request, signed_in, tokens)
+    body = NO_BODY
+    if request.body_exists:
+        body = await read_body(
+            request,
+            max_replay=settings.upstream.max_replay_body,
+            stall_limit=settings.upstream.timeout,
+        )
     upstream = await _send(request, target, tokens, body)
     try:
         if upstream.status == 401:
@@ -218,7 +225,16 @@ async def forward(request: web.Request) -> web.StreamResponse:
             if body.replayable:
                 upstream.release()
                 upstream = await _send(request, target, tokens, body)
-        return await _relay(request, upstream, new_cookie=new_cookie)
+        headers = response_headers_for_client(upstream.headers)
+        length = upstream.content_length
+        if length is not None and length <= SMALL_BODY and request.method != "HEAD":
+            # The session middleware saves a refreshed session into this kind of response.
+            return web.Response(
+                status=upstream.status,
+                headers=_without_length(headers),
+                body=upstream.body_if_complete() or await _whole_body(upstream),
+            )
+        return await _relay(request, upstream, headers, new_cookie=new_cookie)
     finally:
         upstream.release()
 
@@ -235,12 +251,9 @@ async def _keep(request: web.Request, signed_in: SignedIn, tokens: Tokens) -> bo
 
 
 async def _relay(
-    request: web.Request, upstream: Response, *, new_cookie: bool
+    request: web.Request, upstream: Response, headers: CIMultiDict[str], *, new_cookie: bool
 ) -> web.StreamResponse:
-    headers = response_headers_for_client(upstream.headers)
-    length = upstream.content_length
-    if length is not None and length <= SMALL_BODY and request.method != "HEAD":
-        return await _relay_whole(upstream, headers)
+    """A body of unknown or large size, streamed as it arrives."""
     response = web.StreamResponse(status=upstream.status, headers=headers)
     if new_cookie:
         # Before prepare(): a prepared response can no longer take cookies, and the
@@ -257,17 +270,18 @@ async def _relay(
     return response
 
 
-async def _relay_whole(upstream: Response, headers: CIMultiDict[str]) -> web.StreamResponse:
-    """A small body of known length, sent with its headers in one write.
-
-    The session middleware saves a refreshed session into this kind of response.
-    """
+async def _whole_body(upstream: Response) -> bytes:
+    """A small body of known length that has not all arrived with the headers."""
     try:
-        body = await upstream.read()
+        return await upstream.read()
     except BodyBrokeOff as exc:
         raise UpstreamUnreachable("Zoom's answer broke off.") from exc
+
+
+def _without_length(headers: CIMultiDict[str]) -> CIMultiDict[str]:
+    # aiohttp sets it from the body it is given, which is exactly Zoom's.
     del headers["Content-Length"]
-    return web.Response(status=upstream.status, headers=headers, body=body)
+    return headers
 
 
 def _cut_off(request: web.Request) -> None:

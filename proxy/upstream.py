@@ -80,6 +80,11 @@ class Response:
     def content_length(self) -> int | None:
         return self._length
 
+    def body_if_complete(self) -> bytes | None:
+        """The whole body if it has already arrived (a small one usually comes with the
+        headers), without waiting; else ``None``."""
+        return self._connection.complete_body()
+
     async def read(self) -> bytes:
         """The whole body (for bodies known to be small)."""
         pieces = []
@@ -333,6 +338,14 @@ class _Connection(asyncio.Protocol):
             self._break_body(BodyBrokeOff("Zoom's answer broke off."))
         self.close()
 
+    def complete_body(self) -> bytes | None:
+        if not self._body_done or self._body_error is not None:
+            return None
+        body = self._body.popleft() if len(self._body) == 1 else b"".join(self._body)
+        self._body.clear()
+        self._buffered = 0
+        return body
+
     async def next_body_chunk(self) -> bytes:
         """The buffered body joined into one piece; ``b""`` at its end."""
         while not self._body:
@@ -457,7 +470,7 @@ class Pool:
         head = _head(method, target, self._host_header, headers, content_length, streamed)
         head_request = method == "HEAD"
         while True:
-            connection = await self._acquire()
+            connection = self._take_idle() or await self._acquire()
             reused = connection.used
             try:
                 return await connection.exchange(
@@ -472,7 +485,10 @@ class Pool:
                 connection.close()
                 raise
 
-    async def _acquire(self) -> _Connection:
+    def _take_idle(self) -> _Connection | None:
+        """The most recently used idle connection still open and fresh, if any."""
+        if not self._idle:
+            return None
         now = asyncio.get_running_loop().time()
         while self._idle:
             connection = self._idle.pop()
@@ -480,6 +496,10 @@ class Pool:
                 self._busy.add(connection)
                 return connection
             connection.close()
+        return None
+
+    async def _acquire(self) -> _Connection:
+        """A new connection, waiting for a free slot at the limit."""
         try:
             async with asyncio.timeout(self._connect_timeout):
                 while len(self._busy) >= self._limit:
@@ -491,8 +511,9 @@ class Pool:
                         if waiter.done() and not waiter.cancelled():
                             self._wake_one()  # woken, but leaving: the turn goes on
                         raise
-                    if self._idle:
-                        return await self._acquire()
+                    connection = self._take_idle()
+                    if connection is not None:
+                        return connection
                 connection = await self._connect()
         except TimeoutError as exc:
             raise UpstreamUnreachable("Zoom's API could not be reached in time.") from exc

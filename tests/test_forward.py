@@ -213,6 +213,29 @@ async def test_a_body_zoom_breaks_off_is_not_completed_to_the_client(signed_in: 
             await response.read()
 
 
+async def test_a_small_body_that_arrives_after_its_headers_is_relayed_whole(
+    signed_in: Proxy,
+) -> None:
+    async def fetch() -> tuple[int, bytes]:
+        async with signed_in.client.get(
+            f"{signed_in.url}/api/_test/hold_body", params={"bytes": "1000"}
+        ) as response:
+            return response.status, await response.read()
+
+    answer = asyncio.create_task(fetch())
+    await asyncio.wait_for(signed_in.zoom.emulator.wait_for_held(1), 10)
+    signed_in.zoom.emulator.release_held()
+    assert await asyncio.wait_for(answer, 10) == (200, b"".join(download_chunks(1000)))
+
+
+async def test_a_small_body_zoom_breaks_off_is_a_502_never_a_short_200(signed_in: Proxy) -> None:
+    async with signed_in.client.get(
+        f"{signed_in.url}/api/_test/broken", params={"bytes": "1000"}
+    ) as response:
+        assert response.status == 502
+        assert (await response.json())["error"] == "upstream_unreachable"
+
+
 async def test_a_browser_navigation_signed_out_is_sent_to_sign_in(proxy: Proxy) -> None:
     async with proxy.client.get(
         f"{proxy.url}/api/users/me?page_size=5",
