@@ -50,7 +50,7 @@ def create_app(settings: Settings) -> web.Application:
         trust_forwarded_proto=settings.trust_forwarded_headers,
     )
     lifecycle = Lifecycle()
-    metrics = Metrics()
+    metrics = Metrics(in_flight=lambda: lifecycle.in_flight)
     storage.on_decode_failure = metrics.count_decode_failure
     app = web.Application(
         middlewares=[

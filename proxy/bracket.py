@@ -35,7 +35,6 @@ def bracket(metrics: Metrics, lifecycle: Lifecycle) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         token = begin_request(request)
         lifecycle.enter()
-        metrics.enter()
         status = 500
         try:
             response = await handler(request)
@@ -44,7 +43,7 @@ def bracket(metrics: Metrics, lifecycle: Lifecycle) -> Middleware:
                 _finish_headers(request, response)
             return response
         finally:
-            metrics.leave(request, status)
+            metrics.count_request(request, status)
             lifecycle.leave()
             end_request(token)
 

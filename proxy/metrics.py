@@ -7,6 +7,7 @@ never share counters.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import (
@@ -35,7 +36,9 @@ def route_class(path: str) -> str:
 class Metrics:
     """What the proxy counts; handlers call the ``count_*``/``observe_*`` methods."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, in_flight: Callable[[], float]) -> None:
+        """``in_flight`` counts the requests being handled; it is read at each scrape,
+        so the hot path pays nothing for the gauge."""
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "zoom_proxy_requests",
@@ -43,9 +46,9 @@ class Metrics:
             ("route", "method", "status"),
             registry=self.registry,
         )
-        self.in_flight = Gauge(
+        Gauge(
             "zoom_proxy_in_flight_requests", "Requests being handled.", registry=self.registry
-        )
+        ).set_function(in_flight)
         self.upstream_latency = Histogram(
             "zoom_proxy_upstream_latency_seconds",
             "Time from sending a request to Zoom's API to its response headers.",
@@ -103,11 +106,7 @@ class Metrics:
             counter = self._request_counters[key] = self.requests.labels(*key)
         counter.inc()
 
-    def enter(self) -> None:
-        self.in_flight.inc()
-
-    def leave(self, request: web.Request, status: int) -> None:
-        self.in_flight.dec()
+    def count_request(self, request: web.Request, status: int) -> None:
         method = request.method if request.method in _METHODS else "other"
         self._count_request(route_class(request.path), method, _STATUS_CLASSES[status // 100])
 
