@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 from aiohttp_session import get_session
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
 from .bracket import prepare
 from .errors import (
@@ -25,85 +25,21 @@ from .errors import (
     UnsafePath,
     UpstreamUnreachable,
 )
+from .headers import request_headers_for_zoom, response_headers_for_client
 from .keys import REFRESHER, SESSIONS, SETTINGS, STORAGE, UPSTREAM
 from .logs import UPSTREAM_STATUS, USER_ID
 from .metrics import METRICS
 from .security import is_safe_api_path
 from .session import Tokens
 from .session_store import SignedIn
-from .upstream import Body, BodyBrokeOff, RawHeaders, Response
+from .upstream import Body, BodyBrokeOff, Response
 
 API_PREFIX = "/api/"
 #: What Zoom's API uses. Anything else (TRACE would echo the bearer token back) is 405.
 API_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
-#: RFC 9110 section 7.6.1, plus the non-standard ``Proxy-Connection`` still sent by some clients.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-#: Never forwarded to Zoom: the proxy's own cookies, the client's credentials, its Host;
-#: the body's framing, which the upstream client sets for the body it sends.
-_DROPPED_REQUEST = HOP_BY_HOP | {"cookie", "host", "authorization", "expect", "content-length"}
-_FORWARDED = frozenset({"forwarded", "x-real-ip"})
-#: Zoom's cookies are never the client's; CORS (``access-control-*``) is the proxy's to
-#: decide, through ``cors.allowed_origins``, never Zoom's.
-_DROPPED_RESPONSE = frozenset(name.encode() for name in HOP_BY_HOP | {"set-cookie"})
 #: Bodies up to this size are read whole and sent with the headers in one write.
 SMALL_BODY = 1 << 16
-
-
-def _connection_named(values: list[str]) -> frozenset[str]:
-    if not values:
-        return frozenset()
-    return frozenset(name.strip().lower() for value in values for name in value.split(","))
-
-
-def request_headers_for_zoom(
-    headers: CIMultiDictProxy[str], *, access_token: str, trust_forwarded: bool
-) -> list[tuple[str, str]]:
-    """The client's headers minus everything Zoom must not see, plus the bearer token.
-
-    Header names with an underscore are dropped: some servers read ``X_Auth`` as
-    ``X-Auth``, which would let a client smuggle a header past these filters.
-    """
-    named = _connection_named(headers.getall("Connection", []))
-    result = []
-    for name, value in headers.items():
-        lower = name.lower()
-        if lower in _DROPPED_REQUEST or lower in named or "_" in lower:
-            continue
-        if not trust_forwarded and (lower in _FORWARDED or lower.startswith("x-forwarded-")):
-            continue
-        result.append((name, value))
-    result.append(("Authorization", f"Bearer {access_token}"))
-    return result
-
-
-def response_headers_for_client(headers: RawHeaders) -> CIMultiDict[str]:
-    """Zoom's headers minus hop-by-hop ones, its cookies and its CORS; the rest pass."""
-    named = {
-        token.strip().lower()
-        for name, value in headers
-        if name.lower() == b"connection"
-        for token in value.split(b",")
-    }
-    result: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers:
-        lower = name.lower()
-        if lower in _DROPPED_RESPONSE or lower in named or lower.startswith(b"access-control-"):
-            continue
-        result.add(name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
-    return result
 
 
 @functools.lru_cache(maxsize=4096)

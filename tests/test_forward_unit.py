@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from proxy import headers as headers_module
 from proxy.errors import UnsafePath
-from proxy.forward import request_headers_for_zoom, response_headers_for_client, upstream_target
+from proxy.forward import upstream_target
+from proxy.headers import NAMES_CACHED, request_headers_for_zoom, response_headers_for_client
 
 
 def headers(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
@@ -138,3 +140,24 @@ def test_zoom_cannot_grant_cors_to_anyone() -> None:
 def test_a_fragment_never_truncates_the_upstream_query() -> None:
     with pytest.raises(UnsafePath):
         upstream_target("/v2", "/api/users?a=1#x&b=2")
+
+
+def test_a_flood_of_invented_names_is_still_filtered_and_never_grows_the_caches() -> None:
+    flood = [(f"X-Flood-{i}", "1") for i in range(2 * NAMES_CACHED)]
+    flood += [(f"X_Flood_{i}", "1") for i in range(2 * NAMES_CACHED)]
+    result = for_zoom(*flood, ("Cookie", "zoom_proxy=secret"))
+    assert list(result.keys()) == [f"X-Flood-{i}" for i in range(2 * NAMES_CACHED)] + [
+        "Authorization"
+    ]
+    answer = from_zoom(
+        *[(f"Set-Cookie-{i}", "1") for i in range(2 * NAMES_CACHED)], ("Set-Cookie", "zm=1")
+    )
+    assert "Set-Cookie" not in answer
+    assert len(answer) == 2 * NAMES_CACHED
+    assert len(headers_module._REQUEST_VERDICTS) <= NAMES_CACHED
+    assert len(headers_module._RESPONSE_NAMES) <= NAMES_CACHED
+
+
+def test_a_header_named_by_connection_is_dropped_whatever_its_case() -> None:
+    result = from_zoom(("Connection", "keep-alive, X-Hop"), ("x-hop", "1"), ("X-Kept", "2"))
+    assert list(result.items()) == [("X-Kept", "2")]
