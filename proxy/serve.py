@@ -22,6 +22,7 @@ from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from .lifecycle import LIFECYCLE
+from .listen import EagerSite
 from .logs import AccessLogger
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ async def start(
     runner = ProxyRunner(app, shutdown_timeout=shutdown_timeout, **SERVER_OPTIONS)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=BACKLOG)
+        site = EagerSite(runner, host, port, reuse_port=reuse_port, backlog=BACKLOG)
         await site.start()
     except BaseException:
         await runner.cleanup()

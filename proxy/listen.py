@@ -1,0 +1,146 @@
+"""The listening sockets: every pending connection is accepted as soon as they are
+readable, however busy the loop.
+
+uvloop's server (libuv's ``uv__server_io``) accepts one connection each time the
+listening socket is reported readable, that is once per loop iteration. A saturated
+proxy iterates every few tens of milliseconds, so a burst of new clients was accepted
+at about 20 a second: in ``bench/``, 1,000 connections left a few dozen waiting in the
+kernel's queue for over 2 s while the others were served. :class:`EagerSite` accepts
+everything pending (up to the backlog) per readiness event, as asyncio's own server
+does, and hands each socket to aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+from typing import Any
+
+from aiohttp import web
+from yarl import URL
+
+log = logging.getLogger(__name__)
+
+#: Accepting fails like this when a client gave up while queued: skip it, go on.
+_CLIENT_GONE = frozenset({errno.ECONNABORTED, errno.EPROTO})
+
+
+class _Listeners(asyncio.AbstractServer):
+    """The sockets of an :class:`EagerSite`, shaped as the server aiohttp's runner expects."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sockets: list[socket.socket]) -> None:
+        self._loop = loop
+        self._sockets = sockets
+        self._closed = asyncio.Event()
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return tuple(self._sockets)
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def is_serving(self) -> bool:
+        return not self._closed.is_set()
+
+    async def start_serving(self) -> None:
+        """Already serving: the site registers its readers when it starts."""
+
+    async def serve_forever(self) -> None:
+        await self._closed.wait()
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
+        self._closed.set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+
+class EagerSite(web.BaseSite):
+    """``host:port`` over TCP, accepting every pending connection per readiness event."""
+
+    __slots__ = ("_handshakes", "_host", "_port", "_reuse_port")
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        backlog: int,
+        reuse_port: bool = False,
+    ) -> None:
+        super().__init__(runner, backlog=backlog)
+        self._host = host
+        self._port = port
+        self._reuse_port = reuse_port
+        #: Accepted sockets being wrapped into transports (kept so they are not collected).
+        self._handshakes: set[asyncio.Task[Any]] = set()
+
+    @property
+    def name(self) -> str:
+        return str(URL.build(scheme="http", host=self._host, port=self._port))
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        sockets = _bound_sockets(self._host, self._port, self._backlog, self._reuse_port)
+        for sock in sockets:
+            loop.add_reader(sock.fileno(), self._accept_pending, loop, sock)
+        self._server = _Listeners(loop, sockets)
+
+    def _accept_pending(self, loop: asyncio.AbstractEventLoop, listener: socket.socket) -> None:
+        factory = self._runner.server
+        if factory is None:  # the runner is shutting down
+            return
+        for _ in range(self._backlog):
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _CLIENT_GONE:
+                    continue
+                # Out of file descriptors, say: what is queued waits for the next event.
+                log.error("cannot accept a connection: %s", exc.strerror or exc)
+                return
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = loop.create_task(loop.connect_accepted_socket(factory, conn))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshake_done)
+
+    def _handshake_done(self, task: asyncio.Task[Any]) -> None:
+        self._handshakes.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("an accepted connection could not be set up: %s", exc)
+
+
+def _bound_sockets(host: str, port: int, backlog: int, reuse_port: bool) -> list[socket.socket]:
+    """A listening socket per address ``host`` resolves to, as asyncio's server binds them."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
