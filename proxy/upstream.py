@@ -101,6 +101,16 @@ class Response:
                 return
             yield chunk
 
+    def stream_to(self, sink: asyncio.Transport) -> None:
+        """From now on, write body pieces straight to ``sink`` while it keeps up.
+
+        Only pieces that find ``sink`` over ``buffer_limit`` (or others already
+        waiting) are left for :meth:`chunks`, whose caller writes them and waits for the
+        client to drain. ``sink`` must take the body's bytes as they are: a body of
+        known length, neither chunked nor compressed on the way out.
+        """
+        self._connection.stream_to(sink)
+
     def release(self) -> None:
         """Back to the pool if the exchange completed cleanly, else closed."""
         self._connection.release()
@@ -133,6 +143,11 @@ class _Connection(asyncio.Protocol):
         self._write_waiter: asyncio.Future[None] | None = None
         self._writing_paused = False
         self._sender: asyncio.Task[None] | None = None
+        #: Where body pieces go directly while it keeps up (see Response.stream_to).
+        self._sink: asyncio.Transport | None = None
+        #: A piece handed to the caller may not be written yet: until the caller asks
+        #: for the next one, later pieces must queue behind it, not overtake it.
+        self._handed_out = False
         self._keep_alive = False
         self._informational = False
         #: Between sending a request and releasing its response.
@@ -208,6 +223,16 @@ class _Connection(asyncio.Protocol):
             self._response.set_result(response)
 
     def on_body(self, body: bytes) -> None:
+        sink = self._sink
+        if (
+            sink is not None
+            and not self._body
+            and not self._handed_out
+            and not sink.is_closing()
+            and sink.get_write_buffer_size() <= self._pool.buffer_limit
+        ):
+            sink.write(body)  # straight through: no coroutine wakes up for this piece
+            return
         self._body.append(body)
         self._buffered += len(body)
         if self._buffered > self._pool.buffer_limit and self._transport is not None:
@@ -348,6 +373,7 @@ class _Connection(asyncio.Protocol):
 
     async def next_body_chunk(self) -> bytes:
         """The buffered body joined into one piece; ``b""`` at its end."""
+        self._handed_out = False
         while not self._body:
             if self._body_error is not None:
                 raise self._body_error
@@ -366,6 +392,7 @@ class _Connection(asyncio.Protocol):
         chunk = self._body.popleft() if len(self._body) == 1 else b"".join(self._body)
         self._body.clear()
         self._buffered = 0
+        self._handed_out = True
         if self._reading_paused and self._transport is not None:
             self._reading_paused = False
             self._transport.resume_reading()
@@ -384,8 +411,11 @@ class _Connection(asyncio.Protocol):
         self._body_error = error
         self._wake_body()
 
+    def stream_to(self, sink: asyncio.Transport) -> None:
+        self._sink = sink
+
     def release(self) -> None:
-        self._active = False
+        self._active, self._sink = False, None
         if self._sender is not None:
             self._sender.cancel()
             self.close()

@@ -11,6 +11,7 @@ import hashlib
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
+from typing import cast
 
 import pytest
 from aiohttp.test_utils import unused_port
@@ -849,6 +850,58 @@ async def test_a_slow_reader_gets_every_byte_with_bounded_buffering(
     assert received == len(payload)
     assert digest.hexdigest() == hashlib.sha256(payload).hexdigest()
     assert largest <= pool.buffer_limit + ONE_READ
+
+
+@pytest.mark.parametrize(
+    ("slow_client", "slow_writer"),
+    [(False, False), (True, False), (False, True)],
+    ids=["fast", "slow-client", "slow-writer"],
+)
+async def test_a_body_streamed_to_the_client_arrives_whole_and_in_order(
+    serve: Serve, pools: Pools, slow_client: bool, slow_writer: bool
+) -> None:
+    payload = random.Random(17).randbytes(8 << 20)
+
+    async def handler(conn: Conn) -> None:
+        await conn.read_request()
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(payload))
+        for start in range(0, len(payload), 1 << 16):
+            conn.send(payload[start : start + (1 << 16)])
+            await conn.writer.drain()
+        await answer_all(conn)
+
+    delivered = asyncio.get_running_loop().create_future()
+
+    async def client_side(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        digest, size = hashlib.sha256(), 0
+        while chunk := await reader.read(1 << 16):
+            digest.update(chunk)
+            size += len(chunk)
+            if slow_client:
+                await let_the_loop_run(20)
+        delivered.set_result((size, digest.hexdigest()))
+        writer.close()
+
+    client = await asyncio.start_server(client_side, "127.0.0.1", 0)
+    server = await serve(handler)
+    pool = pools(server.origin, buffer_limit=64 << 10)
+    _, to_client = await asyncio.open_connection(*client.sockets[0].getsockname()[:2])
+    try:
+        response = await asyncio.wait_for(pool.request("GET", "/big", [], None), GUARD)
+        response.stream_to(cast(asyncio.Transport, to_client.transport))
+        async for chunk in response.chunks():  # what did not go straight through
+            if slow_writer:
+                await let_the_loop_run(20)  # more of the body arrives meanwhile
+            to_client.write(chunk)
+            await to_client.drain()
+        response.release()
+        to_client.close()
+        size, digest = await asyncio.wait_for(delivered, 4 * GUARD)
+    finally:
+        client.close()
+    assert size == len(payload)
+    assert digest == hashlib.sha256(payload).hexdigest()
+    assert (pool.in_use, pool.idle) == (0, 1)
 
 
 async def test_a_second_answer_to_one_request_discards_the_connection(
