@@ -311,13 +311,24 @@ async def scaling(setup: Setup, options: Options, say: Say) -> dict[str, Any]:
     return summary
 
 
+def paired(ours: list[float], theirs: list[float]) -> float:
+    """The median of the per-round ratios: the runs of one round saw the same machine,
+    so drift between rounds (a shared host's) cancels out."""
+    return median([mine / other for mine, other in zip(ours, theirs, strict=True)])
+
+
 def ratios(small: dict[str, Any], streamed: dict[str, Any]) -> dict[str, float]:
     """zoom-proxy ÷ nginx proxy and ÷ Go proxy: above 1 is better for req/s and MB/s only."""
-    zoom = small["zoom-proxy"]
     found: dict[str, float] = {}
     for other in ("nginx", "go"):
         for key in ("requests_per_second", "cpu_us_per_request", "p50_ms", "p99_ms"):
-            found[f"{key}/{other}"] = zoom[key] / small[other][key]
-        for key in ("download_mb_per_second", "upload_mb_per_second"):
-            found[f"{key}/{other}"] = streamed["zoom-proxy"][key] / streamed[other][key]
+            found[f"{key}/{other}"] = paired(
+                [run[key] for run in small["zoom-proxy"]["runs"]],
+                [run[key] for run in small[other]["runs"]],
+            )
+        for direction in ("download", "upload"):
+            found[f"{direction}_mb_per_second/{other}"] = paired(
+                streamed["zoom-proxy"]["runs"]["mb_per_second"][direction],
+                streamed[other]["runs"]["mb_per_second"][direction],
+            )
     return found

@@ -89,7 +89,13 @@ def markdown(result: dict[str, Any]) -> str:
         ("download MB/s (higher is better)", "download_mb_per_second"),
         ("upload MB/s (higher is better)", "upload_mb_per_second"),
     ]
-    lines += ["", "**Ratios, zoom-proxy ÷ other**", "", "| | ÷ nginx | ÷ Go |", "|---|---:|---:|"]
+    lines += [
+        "",
+        "**Ratios, zoom-proxy ÷ other** (median of the per-round ratios)",
+        "",
+        "| | ÷ nginx | ÷ Go |",
+        "|---|---:|---:|",
+    ]
     for label, key in rows:
         nginx, go = ratios[f"{key}/nginx"], ratios[f"{key}/go"]
         lines.append(f"| {label} | {_number(nginx, 2)} | {_number(go, 2)} |")
