@@ -172,7 +172,7 @@ class ZoomOAuth:
                 + (" (check zoom.client_id and zoom.client_secret)." if status == 401 else ".")
             )
         try:
-            return _tokens_from(body)
+            return tokens_from_zoom(body)
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             log.error("Zoom's token endpoint answered without usable tokens")
             raise TokenEndpointInvalid() from exc
@@ -183,7 +183,7 @@ def _is_token(value: object) -> bool:
     return isinstance(value, str) and bool(value) and value.isascii() and value.isprintable()
 
 
-def _tokens_from(body: dict[str, Any]) -> Tokens:
+def tokens_from_zoom(body: dict[str, Any]) -> Tokens:
     access, refresh = body["access_token"], body["refresh_token"]
     if not (_is_token(access) and _is_token(refresh)):
         raise ValueError("tokens missing or malformed")
