@@ -324,3 +324,12 @@ async def test_one_pooled_keep_alive_connection_serves_successive_requests(
             assert response.status == 200
     ports = {r.peer_port for r in signed_in.zoom.emulator.api_requests[-3:]}
     assert len(ports) == 1
+
+
+@pytest.mark.parametrize("path", ["/api", "/apix/users/me", "/ap/users/me", "/API/users/me"])
+async def test_only_paths_under_api_slash_are_forwarded(signed_in: Proxy, path: str) -> None:
+    seen_by_zoom = len(signed_in.zoom.emulator.api_requests)
+    async with signed_in.client.get(f"{signed_in.url}{path}") as response:
+        assert response.status == 404
+        assert (await response.json())["error"] == "not_found"
+    assert len(signed_in.zoom.emulator.api_requests) == seen_by_zoom
