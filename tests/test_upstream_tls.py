@@ -1,0 +1,136 @@
+"""The upstream client over TLS, as it reaches https://api.zoom.us: a real TLS server
+on loopback with a certificate made for the test."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from proxy.errors import UpstreamUnreachable
+from proxy.upstream import Pool
+
+GUARD = 5.0
+
+
+def certificate_for(name: str, directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for ``name`` and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def answer_every_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            host = next(line for line in head.split(b"\r\n") if line.startswith(b"Host: "))
+            body = b'{"host": "%s"}' % host[6:]
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+        pass
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+async def tls_server(tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
+    """A TLS server on 127.0.0.1 whose certificate names ``localhost``."""
+    cert, key = certificate_for("localhost", tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = await asyncio.start_server(answer_every_request, "127.0.0.1", 0, ssl=context)
+    yield server.sockets[0].getsockname()[1], cert
+    server.close()
+
+
+def trusting(cert: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(cert))
+
+
+async def test_requests_go_over_verified_tls_and_reuse_the_connection(
+    tls_server: tuple[int, Path],
+) -> None:
+    port, cert = tls_server
+    pool = Pool(
+        f"https://localhost:{port}",
+        limit=4,
+        connect_timeout=GUARD,
+        read_timeout=GUARD,
+        buffer_limit=1 << 16,
+        ssl_context=trusting(cert),
+    )
+    try:
+        for _ in range(2):
+            response = await asyncio.wait_for(pool.request("GET", "/v2/users/me", [], None), GUARD)
+            assert await asyncio.wait_for(response.read(), GUARD) == (
+                b'{"host": "localhost:%d"}' % port
+            )
+            response.release()
+        assert (pool.in_use, pool.idle) == (0, 1)
+    finally:
+        await pool.close()
+
+
+async def test_a_certificate_for_another_name_is_refused(tls_server: tuple[int, Path]) -> None:
+    port, cert = tls_server
+    pool = Pool(
+        f"https://127.0.0.1:{port}",
+        limit=4,
+        connect_timeout=GUARD,
+        read_timeout=GUARD,
+        buffer_limit=1 << 16,
+        ssl_context=trusting(cert),  # the certificate names localhost, not 127.0.0.1
+    )
+    try:
+        with pytest.raises(UpstreamUnreachable):
+            await asyncio.wait_for(pool.request("GET", "/v2/users/me", [], None), GUARD)
+        assert (pool.in_use, pool.idle) == (0, 0)
+    finally:
+        await pool.close()
+
+
+async def test_an_untrusted_certificate_is_refused(tls_server: tuple[int, Path]) -> None:
+    port, _ = tls_server
+    pool = Pool(
+        f"https://127.0.0.1:{port}",
+        limit=4,
+        connect_timeout=GUARD,
+        read_timeout=GUARD,
+        buffer_limit=1 << 16,
+    )
+    try:
+        with pytest.raises(UpstreamUnreachable):
+            await asyncio.wait_for(pool.request("GET", "/v2/users/me", [], None), GUARD)
+    finally:
+        await pool.close()
