@@ -368,7 +368,11 @@ def _http_url(value: object, *, query: bool = True) -> str:
 
 
 def _api_base_url(value: object) -> str:
-    return _http_url(value, query=False).rstrip("/")
+    text = _http_url(value, query=False)
+    if "@" in urlsplit(text).netloc:
+        # It would go to Zoom in every request's Host header (and to the logs).
+        raise _Invalid("must not contain a user or password (user:password@host)")
+    return text.rstrip("/")
 
 
 def _normal_origin(text: str, *, trailing_slash: bool = False) -> str | None:

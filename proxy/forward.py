@@ -125,10 +125,12 @@ async def _send(request: web.Request, target: str, tokens: Tokens, body: Request
         trust_forwarded=request.app[SETTINGS].trust_forwarded_headers,
     )
     started = time.perf_counter()
-    upstream = await request.app[UPSTREAM].request(
-        request.method, target, headers, body.payload(), content_length=body.length
-    )
-    request.app[METRICS].observe_upstream_latency(started)
+    try:
+        upstream = await request.app[UPSTREAM].request(
+            request.method, target, headers, body.payload(), content_length=body.length
+        )
+    finally:  # failures too: a slow timeout is exactly what the histogram must show
+        request.app[METRICS].observe_upstream_latency(started)
     request[UPSTREAM_STATUS] = upstream.status
     return upstream
 

@@ -24,6 +24,8 @@ from yarl import URL
 
 log = logging.getLogger(__name__)
 
+#: Seconds without accepting after running out of file descriptors (asyncio waits 1 s).
+ACCEPT_PAUSE = 1.0
 #: Accepting fails like this when a client gave up while queued: skip it, go on.
 _CLIENT_GONE = frozenset({errno.ECONNABORTED, errno.EPROTO})
 
@@ -108,14 +110,25 @@ class EagerSite(web.BaseSite):
             except OSError as exc:
                 if exc.errno in _CLIENT_GONE:
                     continue
-                # Out of file descriptors, say: what is queued waits for the next event.
-                log.error("cannot accept a connection: %s", exc.strerror or exc)
+                # Out of file descriptors, say. The socket stays readable, so listening
+                # on would spin: pause, as asyncio's own server does.
+                log.error(
+                    "cannot accept connections (%s); trying again in %g s",
+                    exc.strerror or exc,
+                    ACCEPT_PAUSE,
+                )
+                loop.remove_reader(listener.fileno())
+                loop.call_later(ACCEPT_PAUSE, self._listen_again, loop, listener)
                 return
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             task = loop.create_task(loop.connect_accepted_socket(factory, conn))
             self._handshakes.add(task)
             task.add_done_callback(self._handshake_done)
+
+    def _listen_again(self, loop: asyncio.AbstractEventLoop, listener: socket.socket) -> None:
+        if self._server is not None and self._server.is_serving():
+            loop.add_reader(listener.fileno(), self._accept_pending, loop, listener)
 
     def _handshake_done(self, task: asyncio.Task[Any]) -> None:
         self._handshakes.discard(task)

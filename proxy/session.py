@@ -228,10 +228,16 @@ class ChunkedCookieStorage(AbstractStorage):
         """
         value = self.load_cookie(request)
         data = None if value is None else self._decrypt(value)
-        contents = None if data is None else data.get("session")
-        if value is None or not isinstance(contents, dict) or not contents:
+        if value is None or data is None or not self._within_lifetime(data):
             return None
-        return value, contents
+        contents = data.get("session")
+        return (value, contents) if isinstance(contents, dict) and contents else None
+
+    def _within_lifetime(self, data: Mapping[str, Any]) -> bool:
+        """``max_age`` counts from sign-in (aiohttp-session's ``created``, which a
+        refresh keeps), not from the last refresh: as aiohttp-session's Session rules."""
+        created = data.get("created")
+        return isinstance(created, int) and self._clock() - created <= self._lifetime
 
     def _decrypt(self, value: str) -> dict[str, Any] | None:
         """The stored data of a cookie value, or ``None``; cached, expiry still enforced."""

@@ -62,10 +62,11 @@ class Response:
     """Zoom's status and headers; the body is read with :meth:`read` or :meth:`chunks`,
     and :meth:`release` must be called once done, whatever happened."""
 
-    __slots__ = ("_connection", "_length", "_upstream_framed", "headers", "status")
+    __slots__ = ("_connection", "_length", "_released", "_upstream_framed", "headers", "status")
 
     def __init__(self, connection: _Connection, status: int, headers: RawHeaders) -> None:
         self._connection = connection
+        self._released = False
         self.status = status
         #: As Zoom sent them: names and values are bytes, in order, repeats kept.
         self.headers = headers
@@ -78,7 +79,8 @@ class Response:
                 self._length = int(value) if value.isdigit() else None
                 self._upstream_framed = True
             elif lower == b"transfer-encoding":
-                self._upstream_framed = True
+                # Only chunked delimits a body; any other coding runs to the close.
+                self._upstream_framed = value.rstrip().lower().endswith(b"chunked")
 
     @property
     def content_length(self) -> int | None:
@@ -116,8 +118,11 @@ class Response:
         self._connection.stream_to(sink)
 
     def release(self) -> None:
-        """Back to the pool if the exchange completed cleanly, else closed."""
-        self._connection.release()
+        """Back to the pool if the exchange completed cleanly, else closed. Only the
+        first call counts: by a second, the connection may carry another request."""
+        if not self._released:
+            self._released = True
+            self._connection.release()
 
 
 class _Connection(asyncio.Protocol):
@@ -158,6 +163,9 @@ class _Connection(asyncio.Protocol):
         self._active = False
         #: Whether any byte of the current exchange's response has arrived.
         self.answered = False
+        #: Whether the whole request went out: a connection whose request body was cut
+        #: short must never carry another request (Zoom would read it as that body).
+        self._request_sent = False
         self.used = False
         self.idle_since = 0.0
 
@@ -264,11 +272,13 @@ class _Connection(asyncio.Protocol):
         Zoom gets ``read_timeout`` to answer from the moment the whole request is sent.
         A streamed body is sent with ``length`` as declared, chunked when it is ``None``.
         """
-        assert self._transport is not None
+        if self._transport is None:
+            raise UpstreamUnreachable("Zoom closed the connection.")
         if self._parser_spent:
             self._parser, self._parser_spent = httptools.HttpResponseParser(self), False
         self._head_request = head_request
         self._active, self.answered, self.used = True, False, True
+        self._request_sent, self._handed_out = False, False
         self._headers, self._current, self._informational = [], None, False
         self._body.clear()
         self._buffered, self._body_done, self._body_error = 0, False, None
@@ -281,6 +291,7 @@ class _Connection(asyncio.Protocol):
                 self._transport.write(body)
             else:
                 self._transport.write(head + body if body else head)
+            self._request_sent = True
             self._expect()
         else:
             self._sender = self._loop.create_task(self._send_stream(head, body, length))
@@ -317,6 +328,7 @@ class _Connection(asyncio.Protocol):
             transport.write(b"0\r\n\r\n")
         elif length is not None and sent < length:
             raise UpstreamUnreachable("The request body is shorter than declared.")
+        self._request_sent = True
 
     def _sent(self, sender: asyncio.Task[None]) -> None:
         self._sender = None
@@ -373,6 +385,9 @@ class _Connection(asyncio.Protocol):
         body = self._body.popleft() if len(self._body) == 1 else b"".join(self._body)
         self._body.clear()
         self._buffered = 0
+        if self._reading_paused and self._transport is not None:
+            self._reading_paused = False
+            self._transport.resume_reading()
         return body
 
     async def next_body_chunk(self) -> bytes:
@@ -424,7 +439,7 @@ class _Connection(asyncio.Protocol):
             self._sender.cancel()
             self.close()
         clean = self._body_done and self._body_error is None and not self._body
-        if clean and self._keep_alive and self.alive:
+        if clean and self._request_sent and self._keep_alive and self.alive:
             self._current = None
             self._pool.put_back(self)
         else:
@@ -465,7 +480,9 @@ class Pool:
         self._idle_timeout = idle_timeout
         self._idle: collections.deque[_Connection] = collections.deque()
         self._busy: set[_Connection] = set()
-        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        #: Requests waiting at the limit: each gets a released connection, or ``None``
+        #: when a slot freed up and it may connect anew.
+        self._waiting: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
         self._closed = False
         # One sweep over the busy connections replaces a timer per wait, which showed
         # in the profile; a timeout fires up to a sweep interval late.
@@ -504,7 +521,9 @@ class Pool:
         head = _head(method, target, self._host_header, headers, content_length, streamed)
         head_request = method == "HEAD"
         while True:
-            connection = self._take_idle() or await self._acquire()
+            # Behind requests already waiting at the limit, never ahead of them.
+            connection = None if self._waiting else self._take_idle()
+            connection = connection or await self._acquire()
             reused = connection.used
             try:
                 return await connection.exchange(
@@ -521,7 +540,7 @@ class Pool:
 
     def _take_idle(self) -> _Connection | None:
         """The most recently used idle connection still open and fresh, if any."""
-        if not self._idle:
+        if not self._idle or len(self._busy) >= self._limit:
             return None
         now = asyncio.get_running_loop().time()
         while self._idle:
@@ -536,19 +555,22 @@ class Pool:
         """A new connection, waiting for a free slot at the limit."""
         try:
             async with asyncio.timeout(self._connect_timeout):
+                first = True
                 while len(self._busy) >= self._limit:
+                    waiter: asyncio.Future[_Connection | None]
                     waiter = asyncio.get_running_loop().create_future()
-                    self._waiting.append(waiter)
+                    # A request woken but beaten to the free slot keeps its place.
+                    (self._waiting.append if first else self._waiting.appendleft)(waiter)
+                    first = False
                     try:
-                        await waiter
+                        handed = await waiter
                     except BaseException:
                         if waiter.done() and not waiter.cancelled():
-                            self._wake_one()  # woken, but leaving: the turn goes on
+                            self._pass_on(waiter.result())  # woken, but leaving
                         raise
-                    connection = self._take_idle()
-                    if connection is not None:
-                        return connection
-                connection = await self._connect()
+                    if handed is not None:
+                        return handed
+                connection = self._take_idle() or await self._connect()
         except TimeoutError as exc:
             raise UpstreamUnreachable("Zoom's API could not be reached in time.") from exc
         except OSError as exc:
@@ -575,13 +597,25 @@ class Pool:
         return connection
 
     def put_back(self, connection: _Connection) -> None:
-        self._busy.discard(connection)
+        """A released connection goes to the first request waiting at the limit, if
+        any (it stays busy), else to the idle pool."""
         if self._closed:
             connection.close()
             return
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(connection)
+                return
+        self._busy.discard(connection)
         connection.idle_since = asyncio.get_running_loop().time()
         self._idle.append(connection)
-        self._wake_one()
+
+    def _pass_on(self, handed: _Connection | None) -> None:
+        if handed is None:
+            self._wake_one()
+        else:
+            self.put_back(handed)
 
     def forget(self, connection: _Connection) -> None:
         """A connection closed (by either side): it no longer counts, in or out."""

@@ -293,6 +293,12 @@ def test_urls_must_be_absolute_http() -> None:
     )
 
 
+def test_api_base_url_may_not_carry_a_user_or_password() -> None:
+    assert _problems(zoom={"api_base_url": "https://u:secret@api.zoom.us/v2"}) == (
+        "zoom.api_base_url: must not contain a user or password (user:password@host)",
+    )
+
+
 def test_api_base_url_trailing_slash_is_stripped() -> None:
     settings = _settings(zoom={"api_base_url": "http://127.0.0.1:9000/v2/"})
     assert settings.zoom.api_base_url == "http://127.0.0.1:9000/v2"

@@ -8,7 +8,10 @@ iterations are. What is counted is loop iterations, not seconds.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +21,7 @@ import uvloop
 from aiohttp import web
 
 from proxy import serve
+from proxy.listen import ACCEPT_PAUSE
 
 #: Clients that connect at once while the server is busy.
 CLIENTS = 40
@@ -101,3 +105,47 @@ def _read_all(client: socket.socket) -> bytes:
     while chunk := client.recv(65536):
         received += chunk
     return received
+
+
+SERVER_WITH_FEW_FILES = """
+import asyncio, resource, sys
+import uvloop
+from aiohttp import web
+from proxy import serve
+
+async def main():
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    app = web.Application()
+    app.router.add_get("/ping", lambda request: web.Response(text="pong"))
+    runner = await serve.start(app, host="127.0.0.1", port=0)
+    print(runner.addresses[0][1], flush=True)
+    await asyncio.Event().wait()
+
+uvloop.run(main())
+"""
+
+
+def test_out_of_file_descriptors_the_server_pauses_then_serves_again() -> None:
+    with subprocess.Popen(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", SERVER_WITH_FEW_FILES],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as server:
+        try:
+            assert server.stdout is not None
+            assert server.stderr is not None
+            port = int(server.stdout.readline())
+            flood = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]
+            assert "cannot accept connections" in server.stderr.readline()
+            # While it cannot accept, it must not spin: at most one line per pause.
+            time.sleep(2.5 * ACCEPT_PAUSE)  # the window observed, not a wait for anything
+            for client in flood:
+                client.close()
+            os.set_blocking(server.stderr.fileno(), False)
+            assert (server.stderr.read() or "").count("cannot accept connections") <= 3
+            with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as client:
+                client.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert _read_all(client).endswith(b"pong")
+        finally:
+            server.kill()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from aiohttp import web
@@ -178,7 +179,7 @@ async def test_a_cached_session_still_expires() -> None:
 
 
 async def test_a_cached_session_expires_on_the_read_only_path_too() -> None:
-    now = [1_800_000_000.0]
+    now = [time.time()]  # aiohttp-session stamps sign-in with the real clock
     store = ChunkedCookieStorage(
         make_fernet((KEY,)),
         cookie_name="zoom_proxy",
@@ -216,3 +217,24 @@ async def test_a_session_changed_earlier_in_the_request_is_the_one_loaded() -> N
     assert await sessions.load(request) == SignedIn(session_data(700))
     await replace_session(request, None)
     assert await sessions.load(request) is None
+
+
+async def test_a_session_ends_max_age_after_sign_in_however_often_it_was_refreshed() -> None:
+    now = 1_800_000_000
+    store = ChunkedCookieStorage(
+        make_fernet((KEY,)),
+        cookie_name="zoom_proxy",
+        max_age=3600,
+        secure=True,
+        samesite="Lax",
+        clock=lambda: float(now),
+    )
+    signed_in_at = now - 3601  # refreshed just now, so the cookie itself is fresh
+    stored = {"created": signed_in_at, "session": session_data(600).to_json()}
+    value = make_fernet((KEY,)).encrypt_at_time(json.dumps(stored).encode(), now).decode()
+    request = request_with({"zoom_proxy": value.rstrip("=")})
+    assert await CookieSessions(store).load(request) is None
+    stored["created"] = now - 3599
+    value = make_fernet((KEY,)).encrypt_at_time(json.dumps(stored).encode(), now).decode()
+    request = request_with({"zoom_proxy": value.rstrip("=")})
+    assert await CookieSessions(store).load(request) == SignedIn(session_data(600))

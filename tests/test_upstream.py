@@ -769,6 +769,32 @@ async def test_at_the_limit_a_request_waits_for_a_release(serve: Serve, pools: P
     assert server.requests == [server.head("GET", "/1"), server.head("GET", "/2")]
 
 
+async def test_at_the_limit_a_released_connection_goes_to_the_waiting_request_first(
+    serve: Serve, pools: Pools
+) -> None:
+    server = await serve(answer_all)
+    pool = pools(server.origin, limit=1)
+    first = await asyncio.wait_for(pool.request("GET", "/1", [], None), GUARD)
+    assert await asyncio.wait_for(first.read(), GUARD) == b"ok"
+    started = asyncio.Event()
+    waiting = asyncio.create_task(queued(pool, "/waiting", started))
+    await wait(started)  # queued behind the limit
+    first.release()
+    # Asks again at once, as a busy client does, before the waiting request has run.
+    async with asyncio.timeout(GUARD):  # in this task: wait_for would start a new one
+        newcomer = await pool.request("GET", "/newcomer", [], None)
+    assert await asyncio.wait_for(newcomer.read(), GUARD) == b"ok"
+    newcomer.release()
+    assert await asyncio.wait_for(waiting, GUARD) == b"ok"
+    # The waiting request went first, on the released connection; nobody starved.
+    assert server.requests == [
+        server.head("GET", "/1"),
+        server.head("GET", "/waiting"),
+        server.head("GET", "/newcomer"),
+    ]
+    assert len(server.connections) == 1
+
+
 async def test_at_the_limit_a_request_gives_up_after_connect_timeout(
     serve: Serve, pools: Pools
 ) -> None:
@@ -902,6 +928,72 @@ async def test_a_body_streamed_to_the_client_arrives_whole_and_in_order(
     assert size == len(payload)
     assert digest == hashlib.sha256(payload).hexdigest()
     assert (pool.in_use, pool.idle) == (0, 1)
+
+
+async def test_a_connection_whose_request_body_was_cut_short_is_never_reused(
+    serve: Serve, pools: Pools
+) -> None:
+    answered = asyncio.Event()
+
+    async def handler(conn: Conn) -> None:
+        if conn.index == 0:
+            await conn.reader.readuntil(b"\r\n\r\n")
+            conn.send(answer(b"refused early"))  # without reading the body, and stays open
+            await conn.read_to_end()
+        else:
+            await answer_all(conn, b"fresh")
+
+    abandoned = asyncio.Event()
+
+    async def upload() -> AsyncIterator[bytes]:
+        try:
+            yield b"first piece"
+            await answered.wait()
+            yield b"a piece that arrives after Zoom answered"
+        finally:
+            abandoned.set()  # the sender stopped asking: it has given up on the rest
+
+    server = await serve(handler)
+    pool = pools(server.origin)
+    response = await asyncio.wait_for(pool.request("POST", "/up", [], upload()), GUARD)
+    assert await asyncio.wait_for(response.read(), GUARD) == b"refused early"
+    answered.set()
+    await wait(abandoned)
+    response.release()
+    assert (pool.in_use, pool.idle) == (0, 0)
+    assert await fetch(pool, "/next") == b"fresh"
+    assert server.connections[1].requests == [server.head("GET", "/next")]
+
+
+async def test_a_body_with_a_coding_other_than_chunked_runs_to_the_close(
+    serve: Serve, pools: Pools
+) -> None:
+    async def handler(conn: Conn) -> None:
+        await conn.read_request()
+        conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\ncompressed bytes")
+        conn.close()
+
+    server = await serve(handler)
+    pool = pools(server.origin)
+    response = await asyncio.wait_for(pool.request("GET", "/g", [], None), GUARD)
+    assert await asyncio.wait_for(response.read(), GUARD) == b"compressed bytes"
+    response.release()
+
+
+async def test_releasing_a_response_twice_leaves_the_next_exchange_alone(
+    serve: Serve, pools: Pools
+) -> None:
+    server = await serve(answer_all)
+    pool = pools(server.origin)
+    first = await asyncio.wait_for(pool.request("GET", "/1", [], None), GUARD)
+    assert await asyncio.wait_for(first.read(), GUARD) == b"ok"
+    first.release()
+    second = await asyncio.wait_for(pool.request("GET", "/2", [], None), GUARD)
+    first.release()  # late, and on the connection the second request now uses
+    assert pool.in_use == 1
+    assert await asyncio.wait_for(second.read(), GUARD) == b"ok"
+    second.release()
+    assert (pool.in_use, pool.idle, len(server.connections)) == (0, 1, 1)
 
 
 async def test_a_second_answer_to_one_request_discards_the_connection(
