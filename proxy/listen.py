@@ -1,5 +1,5 @@
-"""The listening sockets: every pending connection is accepted as soon as they are
-readable, however busy the loop.
+"""The listening sockets: every waiting connection is accepted as soon as the socket
+is readable, however busy the loop.
 
 uvloop's server (libuv's ``uv__server_io``) accepts one connection each time the
 listening socket is reported readable, that is once per loop iteration. A saturated
