@@ -608,7 +608,11 @@ class Pool:
                 waiter.set_result(connection)
                 return
         self._busy.discard(connection)
-        connection.idle_since = asyncio.get_running_loop().time()
+        now = asyncio.get_running_loop().time()
+        # Taking reuses the newest; the oldest would otherwise stay open for good.
+        while self._idle and now - self._idle[0].idle_since >= self._idle_timeout:
+            self._idle.popleft().close()
+        connection.idle_since = now
         self._idle.append(connection)
 
     def _pass_on(self, handed: _Connection | None) -> None:

@@ -996,6 +996,20 @@ async def test_releasing_a_response_twice_leaves_the_next_exchange_alone(
     assert (pool.in_use, pool.idle, len(server.connections)) == (0, 1, 1)
 
 
+async def test_idle_connections_past_their_time_are_closed_when_another_comes_back(
+    serve: Serve, pools: Pools
+) -> None:
+    server = await serve(answer_all)
+    pool = pools(server.origin, idle_timeout=0)
+    first = await asyncio.wait_for(pool.request("GET", "/1", [], None), GUARD)
+    second = await asyncio.wait_for(pool.request("GET", "/2", [], None), GUARD)
+    for response in (first, second):
+        assert await asyncio.wait_for(response.read(), GUARD) == b"ok"
+        response.release()
+    await wait(server.connections[0].ended)  # the first one back was closed by the second
+    assert (pool.in_use, pool.idle, len(server.connections)) == (0, 1, 2)
+
+
 async def test_a_second_answer_to_one_request_discards_the_connection(
     serve: Serve, pools: Pools
 ) -> None:
