@@ -1,4 +1,5 @@
-"""``python -m bench [--quick] [...]`` and ``python -m bench soak [--minutes N]``."""
+"""``python -m bench [--quick] [...]``, ``python -m bench soak [--minutes N]``,
+``python -m bench replicas`` and ``python -m bench ab REV [REV ...]``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import replicas, report, run, soak
+from . import ab, replicas, report, run, soak
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     replicas_parser.add_argument("--seconds", type=float, help="seconds per wrk run (10)")
     replicas_parser.add_argument("--replica-rounds", type=int, help="interleaved rounds (3)")
     replicas_parser.add_argument("--out", dest="replicas_out", type=Path, help="JSON here")
+    ab_parser = commands.add_parser(
+        "ab", help="zoom-proxy at several git revisions (or . for the working tree), side by side"
+    )
+    ab_parser.add_argument("revisions", nargs="+", help="the first is the baseline")
+    ab_parser.add_argument("--seconds", dest="ab_seconds", type=float, help="per wrk run (4)")
+    ab_parser.add_argument("--ab-rounds", type=int, help="interleaved rounds (6)")
+    ab_parser.add_argument("--out", dest="ab_out", type=Path, help="JSON here")
     return parser
 
 
@@ -93,6 +101,15 @@ def _main(argv: Sequence[str] | None) -> int:
             say=_say,
             header={"date": date, "command": command},
             keep_temp=args.keep_temp,
+        )
+    if args.command == "ab":
+        changes = {"seconds": args.ab_seconds, "rounds": args.ab_rounds}
+        return ab.main(
+            revisions=args.revisions,
+            options=dataclasses.replace(ab.Options(), **{k: v for k, v in changes.items() if v}),
+            out=args.ab_out,
+            say=_say,
+            header={"date": date, "command": command},
         )
     result = {"date": date, "command": command}
     result.update(run.run_async(_options(args), _say, args.keep_temp))

@@ -87,9 +87,11 @@ async def start(
     cores: str | None,
     workers: int | None = None,
     session_key: str | None = None,
+    repo: Path = REPO,
     **overrides: dict[str, Any],
 ) -> ZoomProxy:
-    """Start zoom-proxy on a free port and wait until ``/healthz`` answers."""
+    """Start zoom-proxy (from the checkout ``repo``) on a free port and wait until
+    ``/healthz`` answers."""
     port = free_port()
     key = session_key or Fernet.generate_key().decode()
     config_path = temp / f"{name}.yaml"
@@ -98,7 +100,7 @@ async def start(
     if workers is not None:
         command += ["--workers", str(workers)]
     child = await supervisor.start(
-        name, command, cores=cores, cwd=REPO, env={"PYTHONUNBUFFERED": "1"}
+        name, command, cores=cores, cwd=repo, env={"PYTHONUNBUFFERED": "1"}
     )
     proxy = ZoomProxy(child, port, key)
     await wait_until_healthy(proxy)

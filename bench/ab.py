@@ -1,0 +1,215 @@
+"""``python -m bench ab REV [REV ...]``: zoom-proxy at several revisions, side by side.
+
+Single benchmark runs on a shared machine move by 10-20%, far more than most changes
+to the hot path. This compares revisions the way the main benchmark compares proxies:
+each revision (a git revision, checked out with ``git worktree`` into the temp dir,
+or ``.`` for the working tree as it is) runs as its own zoom-proxy in front of one
+nginx upstream, all pinned to one core, and wrk sends small GETs to each in
+interleaved rounds from the other core. The result is each revision's CPU time per
+request, and its ratio to the first revision's as the median of the per-round ratios.
+
+The proxies share one session key, so a single sign-in's cookie serves them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet
+
+from . import nginx, procstat, report, streaming, wrk, zoomproxy
+from .measure import paired
+from .procs import Supervisor, free_port, raise_file_limit, run_stoppably, supervised, tool
+from .setup import Pinning, emulator_running, median
+
+Say = Callable[[str], None]
+#: The working tree as it is, uncommitted changes included.
+WORKING_TREE = "."
+#: The upstream's small JSON.
+_TARGET = "/api/fast"
+
+
+@dataclass(frozen=True)
+class Options:
+    seconds: float = 4
+    rounds: int = 6
+    warmup: float = 1
+    connections: int = 64
+
+
+@dataclass(frozen=True)
+class Revision:
+    name: str
+    url: str
+    pid: int
+    cookie: str = ""
+
+
+async def _git(*arguments: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        tool("git"),
+        "-C",
+        str(zoomproxy.REPO),
+        *arguments,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"git {' '.join(arguments)} failed: {stderr.decode().strip()}")
+    return stdout.decode().strip()
+
+
+async def _checkout(revision: str, temp: Path, checkouts: list[Path]) -> Path:
+    if revision == WORKING_TREE:
+        return zoomproxy.REPO
+    commit = await _git("rev-parse", "--verify", f"{revision}^{{commit}}")
+    path = temp / f"tree-{len(checkouts)}-{commit[:10]}"
+    await _git("worktree", "add", "--detach", str(path), commit)
+    checkouts.append(path)
+    return path
+
+
+async def _start(
+    supervisor: Supervisor, temp: Path, revisions: list[str], checkouts: list[Path], say: Say
+) -> list[Revision]:
+    pinning = Pinning.detect()
+    big = temp / "big.bin"
+    streaming.make_sparse_file(big, 1 << 20)
+    upstream_port = free_port()
+    prefix = temp / "nginx-upstream"
+    await nginx.start(
+        supervisor,
+        "nginx-upstream",
+        prefix,
+        nginx.upstream_config(prefix, port=upstream_port, sink_port=free_port(), big_file=big),
+        port=upstream_port,
+        cores=pinning.servers,
+    )
+    key = Fernet.generate_key().decode()
+    started: list[Revision] = []
+    async with emulator_running() as (emulator, emulator_url):
+        endpoints = zoomproxy.ZoomEndpoints(
+            oauth_base=emulator_url,
+            api_base=f"http://127.0.0.1:{upstream_port}/v2",
+            client_id=emulator.client_id,
+            client_secret=emulator.client_secret,
+        )
+        for number, revision in enumerate(revisions):
+            tree = await _checkout(revision, temp, checkouts)
+            say(f"starting zoom-proxy at {revision} ({tree}) ...")
+            proxy = await zoomproxy.start(
+                supervisor,
+                f"zoom-proxy-{number}",
+                endpoints,
+                temp,
+                cores=pinning.servers,
+                session_key=key,
+                repo=tree,
+            )
+            started.append(Revision(revision, f"{proxy.url}{_TARGET}", proxy.child.pid))
+        # Signed in once, through the first: the key is the same, so is the cookie.
+        cookie = await zoomproxy.signed_in_cookie(started[0].url.removesuffix(_TARGET))
+    return [replace(revision, cookie=cookie) for revision in started]
+
+
+async def _run_once(revision: Revision, seconds: float, options: Options) -> dict[str, Any]:
+    before = procstat.cpu_seconds(revision.pid)
+    result = await wrk.run(
+        revision.url,
+        seconds=seconds,
+        connections=options.connections,
+        headers={"Cookie": revision.cookie},
+        cores=Pinning.detect().load,
+    )
+    cpu = procstat.cpu_seconds(revision.pid) - before
+    if result.errors:
+        raise RuntimeError(f"{revision.name}: {result.errors} errors under load")
+    return {
+        "requests_per_second": result.requests_per_second,
+        "p99_ms": result.p99_ms,
+        "cpu_us_per_request": cpu / max(result.requests, 1) * 1e6,
+    }
+
+
+async def compare(revisions: list[str], options: Options, say: Say) -> dict[str, Any]:
+    raise_file_limit()
+    checkouts: list[Path] = []
+    async with supervised("zoom-proxy-ab-", say) as (supervisor, temp):
+        try:
+            targets = await _start(supervisor, temp, revisions, checkouts, say)
+            for target in targets:
+                await _run_once(target, options.warmup, options)
+            runs: dict[str, list[dict[str, Any]]] = {target.name: [] for target in targets}
+            for round_number in range(options.rounds):
+                shift = round_number % len(targets)
+                for target in targets[shift:] + targets[:shift]:
+                    run = await _run_once(target, options.seconds, options)
+                    runs[target.name].append(run)
+                    say(
+                        f"  round {round_number + 1} {target.name:<12}"
+                        f" {run['cpu_us_per_request']:7.1f} us CPU/req"
+                        f" {run['requests_per_second']:8.0f} req/s"
+                    )
+        finally:
+            await supervisor.stop_all()
+            for path in checkouts:
+                await _git("worktree", "remove", "--force", str(path))
+    first = [run["cpu_us_per_request"] for run in runs[revisions[0]]]
+    return {
+        "options": asdict(options),
+        "revisions": {
+            name: {
+                "cpu_us_per_request": median([run["cpu_us_per_request"] for run in name_runs]),
+                "requests_per_second": median([run["requests_per_second"] for run in name_runs]),
+                "p99_ms": median([run["p99_ms"] for run in name_runs]),
+                "cpu_per_request_vs_first": paired(
+                    [run["cpu_us_per_request"] for run in name_runs], first
+                ),
+                "runs": name_runs,
+            }
+            for name, name_runs in runs.items()
+        },
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    options = result["options"]
+    lines = [
+        f"zoom-proxy A/B, {result['date']}: `{result['command']}`",
+        "",
+        f"Small GETs, `wrk -c{options['connections']}`, {options['rounds']} interleaved rounds"
+        f" of {options['seconds']:g} s; the ratio is the median of the per-round ratios.",
+        "",
+        "| revision | CPU µs/request | ÷ first | req/s | p99 ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, data in result["revisions"].items():
+        lines.append(
+            f"| {name} | {data['cpu_us_per_request']:.1f}"
+            f" | {data['cpu_per_request_vs_first']:.3f}"
+            f" | {data['requests_per_second']:,.0f} | {data['p99_ms']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(
+    *, revisions: list[str], options: Options, out: Path | None, say: Say, header: dict[str, str]
+) -> int:
+    if len(set(revisions)) != len(revisions):
+        say("each revision once, please")
+        return 2
+    result: dict[str, Any] = dict(header)
+    try:
+        result.update(run_stoppably(compare(revisions, options, say)))
+    except RuntimeError as error:  # an unknown revision, say, or errors under load
+        say(str(error))
+        return 1
+    print(markdown(result))
+    path = out or report.RESULTS / f"ab-{result['date'].replace(':', '-')}.json"
+    print(f"\nJSON: {report.write_json(result, path)}")
+    return 0
