@@ -24,7 +24,7 @@ from cryptography.fernet import Fernet
 from . import nginx, procstat, report, streaming, wrk, zoomproxy
 from .measure import paired
 from .procs import Supervisor, free_port, raise_file_limit, run_stoppably, supervised, tool
-from .setup import Pinning, emulator_running, median
+from .setup import Pinning, emulator_running, median, rotated
 
 Say = Callable[[str], None]
 #: The working tree as it is, uncommitted changes included.
@@ -146,8 +146,7 @@ async def compare(revisions: list[str], options: Options, say: Say) -> dict[str,
                 await _run_once(target, options.warmup, options)
             runs: dict[str, list[dict[str, Any]]] = {target.name: [] for target in targets}
             for round_number in range(options.rounds):
-                shift = round_number % len(targets)
-                for target in targets[shift:] + targets[:shift]:
+                for target in rotated(targets, round_number):
                     run = await _run_once(target, options.seconds, options)
                     runs[target.name].append(run)
                     say(

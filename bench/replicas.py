@@ -41,7 +41,7 @@ from .procs import (
     tool,
     wait_for_port,
 )
-from .setup import emulator_running
+from .setup import emulator_running, rotated
 
 Say = Callable[[str], None]
 #: Extra config per store; ``REDIS`` is replaced by the benchmark's Redis URL.
@@ -170,8 +170,7 @@ async def benchmark(options: Options, say: Say, keep_temp: bool) -> dict[str, An
             await run_once(target, options.warmup, options)
         runs: dict[str, list[dict[str, Any]]] = {target.name: [] for target in targets}
         for round_number in range(options.rounds):
-            shift = round_number % len(targets)
-            for target in targets[shift:] + targets[:shift]:
+            for target in rotated(targets, round_number):
                 run = await run_once(target, options.seconds, options)
                 runs[target.name].append(run)
                 say(

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 
@@ -20,6 +21,7 @@ from . import gobuild, nginx, streaming, zoomproxy
 from .procs import Child, Supervisor, free_port, wait_for_port
 
 Say = Callable[[str], None]
+T = TypeVar("T")
 GIB = 1 << 30
 MIB = 1 << 20
 
@@ -105,7 +107,7 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def rotated(items: Sequence[Target], by: int) -> list[Target]:
+def rotated(items: Sequence[T], by: int) -> list[T]:
     """``items`` starting at position ``by``: each round runs the targets in another order."""
     shift = by % len(items)
     return [*items[shift:], *items[:shift]]
