@@ -24,7 +24,7 @@ from cryptography.fernet import Fernet
 from . import nginx, procstat, report, streaming, wrk, zoomproxy
 from .measure import paired
 from .procs import Supervisor, free_port, raise_file_limit, run_stoppably, supervised, tool
-from .setup import Pinning, emulator_running, median, rotated
+from .setup import Pinning, emulator_running, in_rounds, median
 
 Say = Callable[[str], None]
 #: The working tree as it is, uncommitted changes included.
@@ -144,16 +144,16 @@ async def compare(revisions: list[str], options: Options, say: Say) -> dict[str,
             targets = await _start(supervisor, temp, revisions, checkouts, say)
             for target in targets:
                 await _run_once(target, options.warmup, options)
-            runs: dict[str, list[dict[str, Any]]] = {target.name: [] for target in targets}
-            for round_number in range(options.rounds):
-                for target in rotated(targets, round_number):
-                    run = await _run_once(target, options.seconds, options)
-                    runs[target.name].append(run)
-                    say(
-                        f"  round {round_number + 1} {target.name:<12}"
-                        f" {run['cpu_us_per_request']:7.1f} us CPU/req"
-                        f" {run['requests_per_second']:8.0f} req/s"
-                    )
+            runs = await in_rounds(
+                targets,
+                options.rounds,
+                lambda target: _run_once(target, options.seconds, options),
+                lambda number, target, run: say(
+                    f"  round {number} {target.name:<12}"
+                    f" {run['cpu_us_per_request']:7.1f} us CPU/req"
+                    f" {run['requests_per_second']:8.0f} req/s"
+                ),
+            )
         finally:
             await supervisor.stop_all()
             for path in checkouts:

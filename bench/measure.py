@@ -12,6 +12,7 @@ from .setup import (
     Setup,
     Target,
     check,
+    in_rounds,
     median,
     rotated,
 )
@@ -106,25 +107,25 @@ async def throughput(setup: Setup, options: Options, say: Say) -> dict[str, Any]
             connections=options.connections,
             load_cores=load,
         )
-    runs: dict[str, list[dict[str, Any]]] = {target.name: [] for target in setup.targets}
-    for round_number in range(options.rounds):
-        for target in rotated(setup.targets, round_number):
-            run = await quiet_small_gets(
-                target,
-                setup,
-                options,
-                say,
-                seconds=options.seconds,
-                connections=options.connections,
-                load_cores=load,
-            )
-            say(
-                f"  round {round_number + 1} {target.name:<10}"
-                f" {run['requests_per_second']:>9.0f} req/s  p99 {run['p99_ms']:.2f} ms"
-                f"  {run['cpu_us_per_request']:.1f} us CPU/req"
-                f"  (other load {run['foreign_cpu_share']:.0%})"
-            )
-            runs[target.name].append(run)
+    runs = await in_rounds(
+        setup.targets,
+        options.rounds,
+        lambda target: quiet_small_gets(
+            target,
+            setup,
+            options,
+            say,
+            seconds=options.seconds,
+            connections=options.connections,
+            load_cores=load,
+        ),
+        lambda number, target, run: say(
+            f"  round {number} {target.name:<10}"
+            f" {run['requests_per_second']:>9.0f} req/s  p99 {run['p99_ms']:.2f} ms"
+            f"  {run['cpu_us_per_request']:.1f} us CPU/req"
+            f"  (other load {run['foreign_cpu_share']:.0%})"
+        ),
+    )
     return {name: summarize(target_runs) for name, target_runs in runs.items()}
 
 

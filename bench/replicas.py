@@ -41,7 +41,7 @@ from .procs import (
     tool,
     wait_for_port,
 )
-from .setup import emulator_running, rotated
+from .setup import emulator_running, in_rounds
 
 Say = Callable[[str], None]
 #: Extra config per store; ``REDIS`` is replaced by the benchmark's Redis URL.
@@ -168,17 +168,17 @@ async def benchmark(options: Options, say: Say, keep_temp: bool) -> dict[str, An
         say("warming up ...")
         for target in targets:
             await run_once(target, options.warmup, options)
-        runs: dict[str, list[dict[str, Any]]] = {target.name: [] for target in targets}
-        for round_number in range(options.rounds):
-            for target in rotated(targets, round_number):
-                run = await run_once(target, options.seconds, options)
-                runs[target.name].append(run)
-                say(
-                    f"  round {round_number + 1} {target.name:<16}"
-                    f" {run['requests_per_second']:>8.0f} req/s"
-                    f"  p99 {run['p99_ms']:.1f} ms  replicas used"
-                    f" {'+'.join(f'{c:.2f}' for c in run['replica_cores_used'])} cores"
-                )
+        runs = await in_rounds(
+            targets,
+            options.rounds,
+            lambda target: run_once(target, options.seconds, options),
+            lambda number, target, run: say(
+                f"  round {number} {target.name:<16}"
+                f" {run['requests_per_second']:>8.0f} req/s"
+                f"  p99 {run['p99_ms']:.1f} ms  replicas used"
+                f" {'+'.join(f'{c:.2f}' for c in run['replica_cores_used'])} cores"
+            ),
+        )
         redis_cpu = procstat.cpu_seconds(redis.pid)
     return _summary(runs, options, idle_before, redis_cpu)
 

@@ -7,10 +7,10 @@ import contextlib
 import os
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
@@ -111,6 +111,31 @@ def rotated(items: Sequence[T], by: int) -> list[T]:
     """``items`` starting at position ``by``: each round runs the targets in another order."""
     shift = by % len(items)
     return [*items[shift:], *items[:shift]]
+
+
+class Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+N = TypeVar("N", bound=Named)
+
+
+async def in_rounds(
+    targets: Sequence[N],
+    rounds: int,
+    measure: Callable[[N], Awaitable[dict[str, Any]]],
+    reported: Callable[[int, N, dict[str, Any]], None],
+) -> dict[str, list[dict[str, Any]]]:
+    """Every target measured once a round, in an order rotated each round, so drift on a
+    shared machine hits all of them; each target's runs, by its name."""
+    runs: dict[str, list[dict[str, Any]]] = {target.name: [] for target in targets}
+    for round_number in range(rounds):
+        for target in rotated(targets, round_number):
+            run = await measure(target)
+            runs[target.name].append(run)
+            reported(round_number + 1, target, run)
+    return runs
 
 
 # --- set-up -------------------------------------------------------------------------
