@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 from aiohttp import web
@@ -25,13 +26,14 @@ from proxy.session_store import CookieSessions, SignedIn
 KEY = Fernet.generate_key().decode()
 
 
-def storage(*keys: str) -> ChunkedCookieStorage:
+def storage(*keys: str, clock: Callable[[], float] = time.time) -> ChunkedCookieStorage:
     return ChunkedCookieStorage(
         make_fernet(keys or (KEY,)),
         cookie_name="zoom_proxy",
         max_age=3600,
         secure=True,
         samesite="Lax",
+        clock=clock,
     )
 
 
@@ -160,14 +162,7 @@ async def test_quoted_cookie_values_from_clients_still_load() -> None:
 
 async def test_a_cached_session_still_expires() -> None:
     now = [1_800_000_000.0]
-    store = ChunkedCookieStorage(
-        make_fernet((KEY,)),
-        cookie_name="zoom_proxy",
-        max_age=3600,
-        secure=True,
-        samesite="Lax",
-        clock=lambda: now[0],
-    )
+    store = storage(clock=lambda: now[0])
     session = Session(None, data=None, new=True, max_age=3600)
     session.update(session_data(600).to_json())
     response = web.Response()
@@ -180,14 +175,7 @@ async def test_a_cached_session_still_expires() -> None:
 
 async def test_a_cached_session_expires_on_the_read_only_path_too() -> None:
     now = [time.time()]  # aiohttp-session stamps sign-in with the real clock
-    store = ChunkedCookieStorage(
-        make_fernet((KEY,)),
-        cookie_name="zoom_proxy",
-        max_age=3600,
-        secure=True,
-        samesite="Lax",
-        clock=lambda: now[0],
-    )
+    store = storage(clock=lambda: now[0])
     sessions = CookieSessions(store)
     response = await saved(store, session_data(600), request_with({}))
     cookies = {"zoom_proxy": response.cookies["zoom_proxy"].value}
@@ -221,14 +209,7 @@ async def test_a_session_changed_earlier_in_the_request_is_the_one_loaded() -> N
 
 async def test_a_session_ends_max_age_after_sign_in_however_often_it_was_refreshed() -> None:
     now = 1_800_000_000
-    store = ChunkedCookieStorage(
-        make_fernet((KEY,)),
-        cookie_name="zoom_proxy",
-        max_age=3600,
-        secure=True,
-        samesite="Lax",
-        clock=lambda: float(now),
-    )
+    store = storage(clock=lambda: float(now))
     signed_in_at = now - 3601  # refreshed just now, so the cookie itself is fresh
     stored = {"created": signed_in_at, "session": session_data(600).to_json()}
     value = make_fernet((KEY,)).encrypt_at_time(json.dumps(stored).encode(), now).decode()

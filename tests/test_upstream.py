@@ -202,6 +202,18 @@ def answer(body: bytes, *lines: bytes) -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%b\r\n%b" % (len(body), extra, body)
 
 
+def first_then_fresh(first: Handler) -> Handler:
+    """``first`` on the first connection; any later one answers every request "fresh"."""
+
+    async def handler(conn: Conn) -> None:
+        if conn.index == 0:
+            await first(conn)
+        else:
+            await answer_all(conn, b"fresh")
+
+    return handler
+
+
 async def answer_all(conn: Conn, body: bytes = b"ok") -> None:
     """Answer every request on the connection with ``body``, until the client closes it."""
     while await conn.read_request():
@@ -468,15 +480,12 @@ async def test_a_released_response_puts_its_connection_back_in_the_pool(
 async def test_a_connection_zoom_will_close_is_not_reused(
     serve: Serve, pools: Pools, closing: bytes
 ) -> None:
-    async def handler(conn: Conn) -> None:
-        if conn.index == 0:
-            await conn.read_request()
-            conn.send(closing)  # and leave the connection open: the client must close it
-            assert await conn.read_to_end() == b""
-        else:
-            await answer_all(conn, b"fresh")
+    async def first(conn: Conn) -> None:
+        await conn.read_request()
+        conn.send(closing)  # and leave the connection open: the client must close it
+        assert await conn.read_to_end() == b""
 
-    server = await serve(handler)
+    server = await serve(first_then_fresh(first))
     pool = pools(server.origin)
     assert await fetch(pool) == b"ok"
     assert (pool.in_use, pool.idle) == (0, 0)
@@ -845,10 +854,8 @@ async def let_the_loop_run(turns: int) -> None:
         await asyncio.sleep(0)
 
 
-async def test_a_slow_reader_gets_every_byte_with_bounded_buffering(
-    serve: Serve, pools: Pools
-) -> None:
-    payload = random.Random(13).randbytes(8 << 20)
+def answers_in_pieces(payload: bytes) -> Handler:
+    """Answers the first request with ``payload``, sent 64 KiB at a time, then every other."""
 
     async def handler(conn: Conn) -> None:
         await conn.read_request()
@@ -858,7 +865,15 @@ async def test_a_slow_reader_gets_every_byte_with_bounded_buffering(
             await conn.writer.drain()
         await answer_all(conn)
 
-    server = await serve(handler)
+    return handler
+
+
+async def test_a_slow_reader_gets_every_byte_with_bounded_buffering(
+    serve: Serve, pools: Pools
+) -> None:
+    payload = random.Random(13).randbytes(8 << 20)
+
+    server = await serve(answers_in_pieces(payload))
     pool = pools(server.origin, buffer_limit=64 << 10)
     response = await asyncio.wait_for(pool.request("GET", "/big", [], None), GUARD)
     digest, received, largest = hashlib.sha256(), 0, 0
@@ -888,14 +903,6 @@ async def test_a_body_streamed_to_the_client_arrives_whole_and_in_order(
 ) -> None:
     payload = random.Random(17).randbytes(8 << 20)
 
-    async def handler(conn: Conn) -> None:
-        await conn.read_request()
-        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(payload))
-        for start in range(0, len(payload), 1 << 16):
-            conn.send(payload[start : start + (1 << 16)])
-            await conn.writer.drain()
-        await answer_all(conn)
-
     delivered = asyncio.get_running_loop().create_future()
 
     async def client_side(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -909,7 +916,7 @@ async def test_a_body_streamed_to_the_client_arrives_whole_and_in_order(
         writer.close()
 
     client = await asyncio.start_server(client_side, "127.0.0.1", 0)
-    server = await serve(handler)
+    server = await serve(answers_in_pieces(payload))
     pool = pools(server.origin, buffer_limit=64 << 10)
     _, to_client = await asyncio.open_connection(*client.sockets[0].getsockname()[:2])
     try:
@@ -935,13 +942,10 @@ async def test_a_connection_whose_request_body_was_cut_short_is_never_reused(
 ) -> None:
     answered = asyncio.Event()
 
-    async def handler(conn: Conn) -> None:
-        if conn.index == 0:
-            await conn.reader.readuntil(b"\r\n\r\n")
-            conn.send(answer(b"refused early"))  # without reading the body, and stays open
-            await conn.read_to_end()
-        else:
-            await answer_all(conn, b"fresh")
+    async def first(conn: Conn) -> None:
+        await conn.reader.readuntil(b"\r\n\r\n")
+        conn.send(answer(b"refused early"))  # without reading the body, and stays open
+        await conn.read_to_end()
 
     abandoned = asyncio.Event()
 
@@ -953,7 +957,7 @@ async def test_a_connection_whose_request_body_was_cut_short_is_never_reused(
         finally:
             abandoned.set()  # the sender stopped asking: it has given up on the rest
 
-    server = await serve(handler)
+    server = await serve(first_then_fresh(first))
     pool = pools(server.origin)
     response = await asyncio.wait_for(pool.request("POST", "/up", [], upload()), GUARD)
     assert await asyncio.wait_for(response.read(), GUARD) == b"refused early"
@@ -1013,15 +1017,12 @@ async def test_idle_connections_past_their_time_are_closed_when_another_comes_ba
 async def test_a_second_answer_to_one_request_discards_the_connection(
     serve: Serve, pools: Pools
 ) -> None:
-    async def handler(conn: Conn) -> None:
-        if conn.index == 0:
-            await conn.read_request()
-            conn.send(answer(b"one") + answer(b"two"))
-            await conn.read_to_end()
-        else:
-            await answer_all(conn, b"fresh")
+    async def first(conn: Conn) -> None:
+        await conn.read_request()
+        conn.send(answer(b"one") + answer(b"two"))
+        await conn.read_to_end()
 
-    server = await serve(handler)
+    server = await serve(first_then_fresh(first))
     pool = pools(server.origin)
     assert await fetch(pool) == b"one"
     assert (pool.in_use, pool.idle) == (0, 0)
@@ -1034,17 +1035,14 @@ async def test_data_on_an_idle_connection_drops_it_from_the_pool(
 ) -> None:
     junk_now = asyncio.Event()
 
-    async def handler(conn: Conn) -> None:
-        if conn.index == 0:
-            await conn.read_request()
-            conn.send(answer(b"first"))
-            await junk_now.wait()
-            conn.send(b"junk")
-            await conn.read_to_end()
-        else:
-            await answer_all(conn, b"fresh")
+    async def first(conn: Conn) -> None:
+        await conn.read_request()
+        conn.send(answer(b"first"))
+        await junk_now.wait()
+        conn.send(b"junk")
+        await conn.read_to_end()
 
-    server = await serve(handler)
+    server = await serve(first_then_fresh(first))
     pool = pools(server.origin)
     assert await fetch(pool) == b"first"
     assert pool.idle == 1

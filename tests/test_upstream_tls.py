@@ -78,18 +78,22 @@ def trusting(cert: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(cert))
 
 
-async def test_requests_go_over_verified_tls_and_reuse_the_connection(
-    tls_server: tuple[int, Path],
-) -> None:
-    port, cert = tls_server
-    pool = Pool(
-        f"https://localhost:{port}",
+def pool_for(origin: str, ssl_context: ssl.SSLContext | None) -> Pool:
+    return Pool(
+        origin,
         limit=4,
         connect_timeout=GUARD,
         read_timeout=GUARD,
         buffer_limit=1 << 16,
-        ssl_context=trusting(cert),
+        ssl_context=ssl_context,
     )
+
+
+async def test_requests_go_over_verified_tls_and_reuse_the_connection(
+    tls_server: tuple[int, Path],
+) -> None:
+    port, cert = tls_server
+    pool = pool_for(f"https://localhost:{port}", trusting(cert))
     try:
         for _ in range(2):
             response = await asyncio.wait_for(pool.request("GET", "/v2/users/me", [], None), GUARD)
@@ -104,14 +108,8 @@ async def test_requests_go_over_verified_tls_and_reuse_the_connection(
 
 async def test_a_certificate_for_another_name_is_refused(tls_server: tuple[int, Path]) -> None:
     port, cert = tls_server
-    pool = Pool(
-        f"https://127.0.0.1:{port}",
-        limit=4,
-        connect_timeout=GUARD,
-        read_timeout=GUARD,
-        buffer_limit=1 << 16,
-        ssl_context=trusting(cert),  # the certificate names localhost, not 127.0.0.1
-    )
+    # The certificate names localhost, not 127.0.0.1.
+    pool = pool_for(f"https://127.0.0.1:{port}", trusting(cert))
     try:
         with pytest.raises(UpstreamUnreachable):
             await asyncio.wait_for(pool.request("GET", "/v2/users/me", [], None), GUARD)
@@ -122,13 +120,7 @@ async def test_a_certificate_for_another_name_is_refused(tls_server: tuple[int, 
 
 async def test_an_untrusted_certificate_is_refused(tls_server: tuple[int, Path]) -> None:
     port, _ = tls_server
-    pool = Pool(
-        f"https://127.0.0.1:{port}",
-        limit=4,
-        connect_timeout=GUARD,
-        read_timeout=GUARD,
-        buffer_limit=1 << 16,
-    )
+    pool = pool_for(f"https://127.0.0.1:{port}", None)  # the system's trust store
     try:
         with pytest.raises(UpstreamUnreachable):
             await asyncio.wait_for(pool.request("GET", "/v2/users/me", [], None), GUARD)
