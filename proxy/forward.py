@@ -80,15 +80,14 @@ NO_BODY = RequestBody(replay=b"")
 
 
 async def read_body(request: web.Request, *, max_replay: int, stall_limit: float) -> RequestBody:
-    """Buffer a body of at most ``max_replay`` bytes; stream anything larger.
+    """Buffer a request's body (it has one) of at most ``max_replay`` bytes; stream
+    anything larger.
 
     A declared length over the limit streams at once. Otherwise (a smaller length, or
     a chunked body) up to ``max_replay`` bytes plus one read are buffered first. A
     client silent for ``stall_limit`` seconds mid-body is given up on, so it cannot hold
     a connection to Zoom forever.
     """
-    if not request.body_exists:
-        return NO_BODY
     length = request.content_length
     if length is not None and length > max_replay:
         return RequestBody(None, _stream(b"", request.content, stall_limit), length)
@@ -149,7 +148,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
     tokens = await refresher.fresh(signed_in.data.tokens, session_id=signed_in.id)
     new_cookie = tokens is not signed_in.data.tokens and await _keep(request, signed_in, tokens)
     body = NO_BODY
-    if request.body_exists:
+    if request.body_exists:  # most API calls have none: no coroutine for them
         body = await read_body(
             request,
             max_replay=settings.upstream.max_replay_body,
