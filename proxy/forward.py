@@ -25,6 +25,7 @@ from .errors import (
     UnsafePath,
     UpstreamUnreachable,
 )
+from .front import take_handover_note
 from .headers import request_headers_for_zoom, response_headers_for_client
 from .keys import REFRESHER, SESSIONS, SETTINGS, STORAGE, UPSTREAM
 from .logs import UPSTREAM_STATUS, USER_ID
@@ -154,9 +155,13 @@ async def forward(request: web.Request) -> web.StreamResponse:
             max_replay=settings.upstream.max_replay_body,
             stall_limit=settings.upstream.timeout,
         )
+    refused = _refused_on_the_front(request, tokens)
+    if refused:
+        tokens = await refresher.after_401(tokens, session_id=signed_in.id)
+        new_cookie = await _keep(request, signed_in, tokens) or new_cookie
     upstream = await _send(request, target, tokens, body)
     try:
-        if upstream.status == 401:
+        if upstream.status == 401 and not refused:
             tokens = await refresher.after_401(tokens, session_id=signed_in.id)
             new_cookie = await _keep(request, signed_in, tokens) or new_cookie
             if body.replayable:
@@ -169,11 +174,26 @@ async def forward(request: web.Request) -> web.StreamResponse:
             return web.Response(
                 status=upstream.status,
                 headers=_without_length(headers),
-                body=upstream.body_if_complete() or await _whole_body(upstream),
+                body=upstream.body_if_complete() or await whole_body(upstream),
             )
         return await _relay(request, upstream, headers, new_cookie=new_cookie)
     finally:
         upstream.release()
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedByZoom:
+    """The note :mod:`proxy.fastpath` hands a request over with after Zoom answered it
+    401: the access token Zoom refused."""
+
+    access_token: str
+
+
+def _refused_on_the_front(request: web.Request, tokens: Tokens) -> bool:
+    """Whether the front already sent this request with ``tokens`` and Zoom refused them
+    (so it is not sent with them a second time)."""
+    note = take_handover_note(request.protocol)
+    return isinstance(note, RefusedByZoom) and note.access_token == tokens.access_token
 
 
 async def _keep(request: web.Request, signed_in: SignedIn, tokens: Tokens) -> bool:
@@ -210,7 +230,7 @@ async def _relay(
     return response
 
 
-async def _whole_body(upstream: Response) -> bytes:
+async def whole_body(upstream: Response) -> bytes:
     """A small body of known length that has not all arrived with the headers."""
     try:
         return await upstream.read()

@@ -89,11 +89,27 @@ def request_headers_for_zoom(
     headers: CIMultiDictProxy[str], *, access_token: str, trust_forwarded: bool
 ) -> list[tuple[str, str]]:
     """The client's headers minus everything Zoom must not see, plus the bearer token."""
+    return headers_for_zoom(
+        headers.items(),
+        headers.getall("Connection", ()),
+        access_token=access_token,
+        trust_forwarded=trust_forwarded,
+    )
+
+
+def headers_for_zoom(
+    headers: Iterable[tuple[str, str]],
+    connection: Iterable[str],
+    *,
+    access_token: str,
+    trust_forwarded: bool,
+) -> list[tuple[str, str]]:
+    """As :func:`request_headers_for_zoom`, from the client's headers in order and its
+    ``Connection`` header's values."""
     verdicts = _REQUEST_VERDICTS
     limit = _DROP if trust_forwarded else _FORWARDING
-    result = [(name, value) for name, value in headers.items() if verdicts[name] < limit]
-    if "Connection" in headers:
-        named = _named_in(headers.getall("Connection"))
+    result = [(name, value) for name, value in headers if verdicts[name] < limit]
+    if named := _named_in(connection):
         result = [(name, value) for name, value in result if name.lower() not in named]
     result.append(("Authorization", f"Bearer {access_token}"))
     return result
@@ -101,6 +117,11 @@ def request_headers_for_zoom(
 
 def response_headers_for_client(headers: Iterable[tuple[bytes, bytes]]) -> CIMultiDict[str]:
     """Zoom's headers (raw, as received) minus hop-by-hop ones, its cookies and its CORS."""
+    return CIMultiDict(headers_for_client(headers))
+
+
+def headers_for_client(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """As :func:`response_headers_for_client`, in order, as (name, value) pairs."""
     names = _RESPONSE_NAMES
     kept: list[tuple[str, str]] = []
     connection: list[str] = []
@@ -114,4 +135,4 @@ def response_headers_for_client(headers: Iterable[tuple[bytes, bytes]]) -> CIMul
         named = _named_in(connection) - HOP_BY_HOP
         if named:
             kept = [(name, value) for name, value in kept if name.lower() not in named]
-    return CIMultiDict(kept)
+    return kept

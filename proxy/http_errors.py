@@ -84,6 +84,10 @@ def _render(request: web.Request, status: int, code: str, message: str) -> web.R
     return web.json_response({"error": code, "message": message}, status=status, headers=headers)
 
 
+def log_refusal(method: str, raw_target: str, error: ProxyError) -> None:
+    log.info("%s %s: %d %s", method, redacted_target(raw_target), error.status, error.code)
+
+
 #: A check before the handler: an early answer, ``None`` to go on, or a ProxyError.
 Screen = Callable[[web.Request], web.StreamResponse | None]
 
@@ -102,13 +106,7 @@ def error_middleware(screen: Screen) -> Middleware:
             early = screen(request)
             return early if early is not None else await handler(request)
         except ProxyError as error:
-            log.info(
-                "%s %s: %d %s",
-                request.method,
-                redacted_target(request.raw_path),
-                error.status,
-                error.code,
-            )
+            log_refusal(request.method, request.raw_path, error)
             return render_error(request, error)
         except web.HTTPException as exc:
             if exc.status < 400:

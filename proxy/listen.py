@@ -17,10 +17,13 @@ import contextlib
 import errno
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from yarl import URL
+
+from .front import Front
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,7 @@ class _Listeners(asyncio.AbstractServer):
 class EagerSite(web.BaseSite):
     """``host:port`` over TCP, accepting every pending connection per readiness event."""
 
-    __slots__ = ("_handshakes", "_host", "_port", "_reuse_port")
+    __slots__ = ("_front", "_handshakes", "_host", "_port", "_reuse_port")
 
     def __init__(
         self,
@@ -78,11 +81,15 @@ class EagerSite(web.BaseSite):
         *,
         backlog: int,
         reuse_port: bool = False,
+        front: Front | None = None,
     ) -> None:
+        """``front``: the protocol that reads each new connection first, instead of
+        aiohttp's (:mod:`proxy.front`)."""
         super().__init__(runner, backlog=backlog)
         self._host = host
         self._port = port
         self._reuse_port = reuse_port
+        self._front = front
         #: Accepted sockets being wrapped into transports (kept so they are not collected).
         self._handshakes: set[asyncio.Task[Any]] = set()
 
@@ -98,10 +105,17 @@ class EagerSite(web.BaseSite):
             loop.add_reader(sock.fileno(), self._accept_pending, loop, sock)
         self._server = _Listeners(loop, sockets)
 
+    async def stop(self) -> None:
+        await super().stop()
+        if self._front is not None:
+            self._front.close()
+
     def _accept_pending(self, loop: asyncio.AbstractEventLoop, listener: socket.socket) -> None:
-        factory = self._runner.server
+        factory: Callable[[], asyncio.Protocol] | None = self._runner.server
         if factory is None:  # the runner is shutting down
             return
+        if self._front is not None:
+            factory = self._front
         for _ in range(self._backlog):
             try:
                 conn, _ = listener.accept()

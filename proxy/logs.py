@@ -108,6 +108,10 @@ def redacted_target(raw_target: str) -> str:
     return f"{path}?{'&'.join(keys)}".encode("unicode_escape").decode("ascii")
 
 
+#: Set by ``create_app`` from ``trust_forwarded_headers``.
+TRUST_FORWARDED = web.AppKey("trust_forwarded", bool)
+
+
 class AccessLogger(AbstractAccessLogger):
     """One line per request: method, redacted path, status, duration, user."""
 
@@ -117,38 +121,63 @@ class AccessLogger(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.INFO)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        fields = {
-            "method": request.method,
-            "path": redacted_target(request.raw_path),
-            "status": response.status,
-            "duration_ms": round(time * 1000, 1),
-            "user_id": request.get(USER_ID, "-"),
-            "request_id": request.get(REQUEST_ID, "-"),
-            "upstream_status": request.get(UPSTREAM_STATUS),
-            "remote": client_address(request),
-        }
-        self.logger.info(
-            "%s %s %d %.1fms user=%s upstream=%s remote=%s",
-            fields["method"],
-            fields["path"],
-            fields["status"],
-            fields["duration_ms"],
-            fields["user_id"],
-            fields["upstream_status"] or "-",
-            fields["remote"],
-            extra={"access": fields, "request_id": fields["request_id"]},
+        trusted = isinstance(request, web.Request) and request.app.get(TRUST_FORWARDED, False)
+        log_access(
+            self.logger,
+            method=request.method,
+            raw_target=request.raw_path,
+            status=response.status,
+            seconds=time,
+            user_id=request.get(USER_ID, "-"),
+            request_id=request.get(REQUEST_ID, "-"),
+            upstream_status=request.get(UPSTREAM_STATUS),
+            remote=client_address(
+                request.remote, request.headers.get("X-Forwarded-For"), trusted=trusted
+            ),
         )
 
 
-#: Set by ``create_app`` from ``trust_forwarded_headers``.
-TRUST_FORWARDED = web.AppKey("trust_forwarded", bool)
+def log_access(
+    logger: logging.Logger,
+    *,
+    method: str,
+    raw_target: str,
+    status: int,
+    seconds: float,
+    user_id: str,
+    request_id: str,
+    upstream_status: int | None,
+    remote: str,
+) -> None:
+    """The access-log line (and its JSON fields) for one answered request."""
+    fields = {
+        "method": method,
+        "path": redacted_target(raw_target),
+        "status": status,
+        "duration_ms": round(seconds * 1000, 1),
+        "user_id": user_id,
+        "request_id": request_id,
+        "upstream_status": upstream_status,
+        "remote": remote,
+    }
+    logger.info(
+        "%s %s %d %.1fms user=%s upstream=%s remote=%s",
+        method,
+        fields["path"],
+        status,
+        fields["duration_ms"],
+        user_id,
+        upstream_status or "-",
+        remote,
+        extra={"access": fields, "request_id": request_id},
+    )
 
 
-def client_address(request: web.BaseRequest) -> str:
+def client_address(peer: str | None, forwarded_for: str | None, *, trusted: bool) -> str:
     """The client's address; behind a trusted front proxy, the right-most
     ``X-Forwarded-For`` hop, the one the front proxy itself saw."""
-    if isinstance(request, web.Request) and request.app.get(TRUST_FORWARDED):
-        hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",")]
-        if hops[-1]:
-            return hops[-1]
-    return request.remote or "-"
+    if trusted and forwarded_for:
+        last = forwarded_for.rsplit(",", 1)[-1].strip()
+        if last:
+            return last
+    return peer or "-"

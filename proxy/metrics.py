@@ -107,8 +107,11 @@ class Metrics:
         counter.inc()
 
     def count_request(self, request: web.Request, status: int) -> None:
-        method = request.method if request.method in _METHODS else "other"
-        self._count_request(route_class(request.path), method, _STATUS_CLASSES[status // 100])
+        self.count_answer(request.method, request.path, status)
+
+    def count_answer(self, method: str, path: str, status: int) -> None:
+        method = method if method in _METHODS else "other"
+        self._count_request(route_class(path), method, _STATUS_CLASSES[status // 100])
 
     async def handle(self, request: web.Request) -> web.Response:
         """``GET /metrics``: the Prometheus text format."""

@@ -80,6 +80,13 @@ class Refresher:
             self._on_outcome("rotated_grace_hit")
         return newest
 
+    def usable(self, tokens: Tokens) -> bool:
+        """Whether :meth:`fresh` would return ``tokens`` themselves, at once."""
+        self._forget_expired()
+        return tokens.refresh_token not in self._successors and not tokens.expires_within(
+            self._margin
+        )
+
     async def fresh(self, tokens: Tokens, *, session_id: str | None = None) -> Tokens:
         """Tokens good to forward with: a successor, or a proactive refresh near expiry.
 

@@ -21,6 +21,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
+from .fastpath import api_lane
+from .front import NOTE_ATTRIBUTE, Front, HeadLimits
 from .lifecycle import LIFECYCLE
 from .listen import EagerSite
 from .logs import AccessLogger
@@ -56,7 +58,11 @@ def _refusal(exc: BaseException | None) -> tuple[int, str, str]:
 
 
 class _QuietRequestHandler(RequestHandler):
-    __slots__ = ()
+    __slots__ = (NOTE_ATTRIBUTE,)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        setattr(self, NOTE_ATTRIBUTE, None)
 
     def handle_error(
         self,
@@ -104,12 +110,26 @@ async def start(
     runner = ProxyRunner(app, shutdown_timeout=shutdown_timeout, **SERVER_OPTIONS)
     await runner.setup()
     try:
-        site = EagerSite(runner, host, port, reuse_port=reuse_port, backlog=BACKLOG)
+        site = EagerSite(
+            runner, host, port, reuse_port=reuse_port, backlog=BACKLOG, front=_front(app, runner)
+        )
         await site.start()
     except BaseException:
         await runner.cleanup()
         raise
     return runner
+
+
+def _front(app: web.Application, runner: web.AppRunner) -> Front | None:
+    """The first reader of each connection, answering plain ``/api/*`` requests itself."""
+    lane = api_lane(app)
+    if lane is None:
+        return None
+    limits = HeadLimits(
+        max_line_size=MAX_LINE_SIZE, max_field_size=MAX_FIELD_SIZE, max_body=lane.max_body
+    )
+    # runner.server is None once the runner shuts down.
+    return Front(lane, lambda: runner.server() if runner.server else None, limits)
 
 
 async def serve_until_signalled(

@@ -187,7 +187,11 @@ class ChunkedCookieStorage(AbstractStorage):
         return self._chunk_names[index]
 
     def chunks(self, request: web.Request) -> list[tuple[str, str]]:
-        """The session cookies this request carries, in order, as (name, value).
+        """The session cookies this request carries, in order, as (name, value)."""
+        return self.chunks_in(request.headers.get("Cookie", ""))
+
+    def chunks_in(self, cookie_header: str) -> list[tuple[str, str]]:
+        """The session cookies in a ``Cookie`` header, in order, as (name, value).
 
         Read straight from the ``Cookie`` header: on the hot path, parsing every other
         cookie of the site into a mapping costs more than decrypting a cached session.
@@ -195,7 +199,7 @@ class ChunkedCookieStorage(AbstractStorage):
         anyway are removed.
         """
         ours: dict[str, str] = {}
-        for part in request.headers.get("Cookie", "").split(";"):
+        for part in cookie_header.split(";"):
             name, equals, value = part.strip().partition("=")
             if equals and name.startswith(self.cookie_name):
                 ours.setdefault(name, value.strip('"'))
@@ -208,7 +212,10 @@ class ChunkedCookieStorage(AbstractStorage):
         return found
 
     def load_cookie(self, request: web.Request) -> str | None:
-        value = "".join([chunk for _, chunk in self.chunks(request)])
+        return self._joined(request.headers.get("Cookie", ""))
+
+    def _joined(self, cookie_header: str) -> str | None:
+        value = "".join([chunk for _, chunk in self.chunks_in(cookie_header)])
         # Stored without base64 padding, which would make cookie libraries quote it.
         return value + "=" * (-len(value) % 4) if value else None
 
@@ -219,15 +226,19 @@ class ChunkedCookieStorage(AbstractStorage):
             None, data=cast(StoredSession | None, data), new=data is None, max_age=self.max_age
         )
 
-    def stored(self, request: web.Request) -> tuple[str, Mapping[str, Any]] | None:
-        """The session's contents and the cookie value they came from, read-only.
+    def stored(
+        self, cookie_header: str, *, quiet: bool = False
+    ) -> tuple[str, Mapping[str, Any]] | None:
+        """The session's contents in a ``Cookie`` header and the cookie value they came
+        from, read-only.
 
         The hot path only reads a session, so this skips aiohttp-session's ``Session``
         object; ``get_session`` builds one (from the same cache) when a handler changes
-        the session.
+        the session. ``quiet``: a cookie that fails to decrypt is not reported (the
+        caller leaves the request to a path that will report it).
         """
-        value = self.load_cookie(request)
-        data = None if value is None else self._decrypt(value)
+        value = self._joined(cookie_header)
+        data = None if value is None else self._decrypt(value, quiet=quiet)
         if value is None or data is None or not self._within_lifetime(data):
             return None
         contents = data.get("session")
@@ -239,7 +250,7 @@ class ChunkedCookieStorage(AbstractStorage):
         created = data.get("created")
         return isinstance(created, int) and self._clock() - created <= self._lifetime
 
-    def _decrypt(self, value: str) -> dict[str, Any] | None:
+    def _decrypt(self, value: str, *, quiet: bool = False) -> dict[str, Any] | None:
         """The stored data of a cookie value, or ``None``; cached, expiry still enforced."""
         cached = self._decrypted.get(value)
         if cached is not None:
@@ -255,6 +266,8 @@ class ChunkedCookieStorage(AbstractStorage):
                 raise ValueError("not a session")
             issued_at = self._fernet.extract_timestamp(token)
         except (InvalidToken, UnicodeError, ValueError):
+            if quiet:
+                return None
             log.warning("session cookie could not be decrypted; treating the client as signed out")
             self.on_decode_failure()
             return None

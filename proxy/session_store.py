@@ -86,7 +86,12 @@ class CookieSessions:
             session = await get_session(request)
             data = None if session.empty else SessionData.from_json(session)
             return None if data is None else SignedIn(data)
-        stored = self._storage.stored(request)
+        return self.read(request.headers.get("Cookie", ""))
+
+    def read(self, cookie_header: str, *, quiet: bool = False) -> SignedIn | None:
+        """The session in a ``Cookie`` header, without a request: a plain read.
+        ``quiet``: a cookie that fails to decrypt is not logged or counted."""
+        stored = self._storage.stored(cookie_header, quiet=quiet)
         if stored is None:
             return None
         value, contents = stored

@@ -1,0 +1,416 @@
+"""The connection's first reader: requests a :class:`Lane` takes are answered here,
+without aiohttp's server; the connection goes to aiohttp at the first one it declines.
+
+For a forwarded small GET, aiohttp's server (its protocol, request and response
+objects, router and middleware chain) was about 40% of the proxy's CPU per request.
+Most traffic is one shape: a signed-in client calling ``/api/...`` with a fresh
+token. This reader parses each request head (llhttp, through httptools) and offers it
+to the lane. At the first request the lane declines (a sign-in page, a preflight, a
+refresh, a chunked body, anything the parser or the lane finds unusual), the
+connection is handed to aiohttp's protocol for good, with every byte from that
+request's first on. So aiohttp stays the judge of every request the lane does not
+answer itself, and sees it exactly as the client sent it.
+
+Requests are answered one at a time; pipelined ones wait in the buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol, cast
+
+import httptools
+
+log = logging.getLogger(__name__)
+
+#: Seconds an idle keep-alive connection is kept (aiohttp's default, which its own
+#: connections use).
+KEEPALIVE_TIMEOUT = 75.0
+#: Bytes read ahead of the request being answered before reading pauses.
+_READ_AHEAD = 1 << 16
+#: Requests with more headers than this go to aiohttp, which refuses them.
+_MAX_HEADERS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A parsed request head, as the client sent it."""
+
+    method: str
+    #: The request target, undecoded (``/api/meetings/%252F...?a=b``).
+    target: str
+    #: Names as spelled by the client, in order, repeats kept.
+    headers: list[tuple[str, str]]
+    #: The first value of each header, by lower-case name.
+    first: dict[str, str]
+    #: Lower-case names sent more than once.
+    repeated: frozenset[str]
+    keep_alive: bool
+    content_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """A job's verdict that aiohttp should answer its request after all (given before
+    writing anything), with a note for the handler that takes the request over."""
+
+    note: object = None
+
+
+#: A request a lane took: given its body, it answers (``None``) or hands over.
+Job = Callable[[bytes, "Reply"], Awaitable[Handover | None]]
+
+#: The attribute of aiohttp's protocol that carries a :class:`Handover`'s note.
+NOTE_ATTRIBUTE = "handover_note"
+
+
+def take_handover_note(protocol: object) -> object:
+    """The note a job left for the first request of a handed-over connection, once."""
+    note = getattr(protocol, NOTE_ATTRIBUTE, None)
+    if note is not None:
+        setattr(protocol, NOTE_ATTRIBUTE, None)
+    return note
+
+
+class Lane(Protocol):
+    """What answers the requests it can, on the connection's first reader."""
+
+    def take(self, head: Head) -> Job | None:
+        """A job for this request, or ``None`` to leave it (and the connection) to aiohttp."""
+
+
+@dataclass(frozen=True, slots=True)
+class HeadLimits:
+    """aiohttp's parser limits (the lane must be no more lenient), and the largest body
+    the lane takes."""
+
+    max_line_size: int
+    max_field_size: int
+    max_body: int
+
+
+class _HeadParser:
+    """httptools callbacks collecting one head (its bytes are fed whole)."""
+
+    __slots__ = ("complete", "extra", "headers", "target")
+
+    def __init__(self) -> None:
+        self.target = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.complete = False
+        #: Bytes past the end of the head (a body, a second message): not a plain head.
+        self.extra = False
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.extra = True
+
+    def on_url(self, url: bytes) -> None:
+        self.target += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
+
+    def on_body(self, body: bytes) -> None:
+        self.extra = True
+
+
+def parse_head(raw: bytes, limits: HeadLimits) -> Head | None:
+    """``raw`` (through the blank line) as a :class:`Head`, or ``None`` if it is anything
+    but a plain HTTP/1.1 head that aiohttp would accept with a body of at most
+    ``limits.max_body`` bytes framed by ``Content-Length``."""
+    collected = _HeadParser()
+    parser = httptools.HttpRequestParser(collected)
+    try:
+        parser.feed_data(raw)
+    except httptools.HttpParserError:
+        return None
+    if (
+        not collected.complete
+        or collected.extra
+        or parser.get_http_version() != "1.1"
+        or parser.should_upgrade()
+        or len(collected.target) > limits.max_line_size
+        or len(collected.headers) > _MAX_HEADERS
+    ):
+        return None
+    headers: list[tuple[str, str]] = []
+    first: dict[str, str] = {}
+    repeated: set[str] = set()
+    for raw_name, raw_value in collected.headers:
+        if len(raw_name) + len(raw_value) > limits.max_field_size:
+            return None
+        name = raw_name.decode("latin-1")
+        value = raw_value.decode("utf-8", "surrogateescape")
+        headers.append((name, value))
+        lower = _lower(name)
+        if lower in first:
+            repeated.add(lower)
+        else:
+            first[lower] = value
+    if "transfer-encoding" in first or "content-length" in repeated:
+        return None
+    length = first.get("content-length", "0")
+    if not (length.isascii() and length.isdigit()) or int(length) > limits.max_body:
+        return None
+    return Head(
+        method=parser.get_method().decode("ascii"),
+        target=collected.target.decode("utf-8", "surrogateescape"),
+        headers=headers,
+        first=first,
+        repeated=frozenset(repeated),
+        keep_alive=parser.should_keep_alive(),
+        content_length=int(length),
+    )
+
+
+class _LowerNames(dict[str, str]):
+    def __missing__(self, name: str) -> str:
+        lower = name.lower()
+        if len(self) < 1024:
+            self[name] = lower
+        return lower
+
+
+_lower = _LowerNames().__getitem__
+
+
+class Reply:
+    """Where a lane writes its answer: the client's transport, with back-pressure."""
+
+    __slots__ = ("_drained", "_lost", "peer", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer: str | None = peer[0] if isinstance(peer, tuple) else None
+        self._drained: asyncio.Future[None] | None = None
+        self._lost = False
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Until the client has taken most of what was written."""
+        if self._lost:
+            raise ConnectionResetError("the client has gone")
+        if self._drained is not None:
+            await asyncio.shield(self._drained)
+
+    def close(self) -> None:
+        """End the connection at once, the answer incomplete (so the client can tell)."""
+        self.transport.close()
+
+    def _pause(self) -> None:
+        if self._drained is None:
+            self._drained = asyncio.get_running_loop().create_future()
+
+    def _resume(self, exc: BaseException | None = None) -> None:
+        waiter, self._drained = self._drained, None
+        if waiter is not None and not waiter.done():
+            if exc is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(exc)
+                waiter.exception()
+
+
+class FrontProtocol(asyncio.Protocol):
+    """One client connection, until (unless) it is handed to aiohttp."""
+
+    def __init__(
+        self,
+        lane: Lane,
+        fallback: Callable[[], asyncio.Protocol | None],
+        limits: HeadLimits,
+        connections: set[FrontProtocol],
+    ) -> None:
+        self._lane = lane
+        self._fallback = fallback
+        self._limits = limits
+        self._connections = connections
+        self._transport: asyncio.Transport | None = None
+        self._reply: Reply | None = None
+        self._buffer = bytearray()
+        self._task: asyncio.Task[None] | None = None
+        #: A taken request waiting for the rest of its body: (job, head size, head).
+        self._waiting: tuple[Job, int, Head] | None = None
+        self._paused = False
+        self._closing = False
+        self._idle_since = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
+        self._reply = Reply(transport)
+        self._connections.add(self)
+        self._went_idle()
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if self._task is None:
+            self._next()
+        elif len(self._buffer) > _READ_AHEAD and not self._paused:
+            self._paused = True
+            self._transport.pause_reading()  # type: ignore[union-attr]
+
+    def eof_received(self) -> bool:
+        if self._task is None:
+            self._close()
+        return True  # half-closed: the answer being written still goes out
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connections.discard(self)
+        self._stop_idle_timer()
+        if self._reply is not None:
+            self._reply._lost = True
+            self._reply._resume(ConnectionResetError("the client has gone"))
+        if self._task is not None:
+            self._task.cancel()
+
+    def pause_writing(self) -> None:
+        if self._reply is not None:
+            self._reply._pause()
+
+    def resume_writing(self) -> None:
+        if self._reply is not None:
+            self._reply._resume()
+
+    # shutdown
+
+    def close_when_idle(self) -> None:
+        """Close now if between requests, else once the current answer is sent."""
+        self._closing = True
+        if self._task is None:
+            self._close()
+
+    # requests
+
+    def _next(self) -> None:
+        """Answer the request at the front of the buffer, if it has arrived."""
+        buffer = self._buffer
+        if self._waiting is None:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > self._limits.max_line_size + self._limits.max_field_size:
+                    self._hand_over()
+                return
+            head = parse_head(bytes(buffer[: end + 4]), self._limits)
+            job = None if head is None else self._lane.take(head)
+            if head is None or job is None:
+                self._hand_over()
+                return
+            self._waiting = (job, end + 4, head)
+        job, head_size, head = self._waiting
+        size = head_size + head.content_length
+        if len(buffer) < size:
+            return
+        self._waiting = None
+        body = bytes(buffer[head_size:size])
+        self._task = asyncio.get_running_loop().create_task(self._answer(job, head, body, size))
+
+    async def _answer(self, job: Job, head: Head, body: bytes, size: int) -> None:
+        assert self._reply is not None
+        try:
+            handover = await job(body, self._reply)
+        except Exception:
+            log.exception("unexpected error answering %s", head.method)
+            self._close()
+            return
+        finally:
+            self._task = None
+        if handover is not None:
+            self._hand_over(handover.note)
+            return
+        del self._buffer[:size]
+        if not head.keep_alive or self._closing or self._transport.is_closing():  # type: ignore[union-attr]
+            self._close()
+            return
+        if self._paused:
+            self._paused = False
+            self._transport.resume_reading()  # type: ignore[union-attr]
+        self._went_idle()
+        if self._buffer:
+            self._next()
+
+    def _hand_over(self, note: object = None) -> None:
+        """From here on, aiohttp's protocol reads this connection, from the buffer on."""
+        transport = self._transport
+        assert transport is not None
+        self._connections.discard(self)
+        self._stop_idle_timer()
+        if transport.is_closing():
+            return
+        if self._paused:
+            transport.resume_reading()
+        protocol = self._fallback()
+        if protocol is None:  # the server is shutting down
+            transport.close()
+            return
+        if note is not None:
+            setattr(protocol, NOTE_ATTRIBUTE, note)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if self._buffer:
+            protocol.data_received(bytes(self._buffer))
+        self._buffer.clear()
+
+    def _close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    # idle connections
+
+    def _went_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._idle_since = loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = loop.call_at(self._idle_since + KEEPALIVE_TIMEOUT, self._idle_check)
+
+    def _idle_check(self) -> None:
+        """One timer per connection and keep-alive period rather than per request: it
+        closes the connection only if no request came since."""
+        self._idle_timer = None
+        loop = asyncio.get_running_loop()
+        due = self._idle_since + KEEPALIVE_TIMEOUT
+        if self._task is not None:  # answering: idle at the earliest once it is done
+            due = loop.time() + KEEPALIVE_TIMEOUT
+        elif loop.time() >= due:
+            self._close()
+            return
+        self._idle_timer = loop.call_at(due, self._idle_check)
+
+    def _stop_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+
+class Front:
+    """Makes a :class:`FrontProtocol` per connection, and closes them at shutdown."""
+
+    def __init__(
+        self, lane: Lane, fallback: Callable[[], asyncio.Protocol | None], limits: HeadLimits
+    ) -> None:
+        self._lane = lane
+        self._fallback = fallback
+        self._limits = limits
+        self._connections: set[FrontProtocol] = set()
+
+    def __call__(self) -> FrontProtocol:
+        return FrontProtocol(self._lane, self._fallback, self._limits, self._connections)
+
+    def close(self) -> None:
+        """Close idle connections now, busy ones once their answer is sent."""
+        for connection in list(self._connections):
+            connection.close_when_idle()
