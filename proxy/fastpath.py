@@ -24,23 +24,26 @@ import functools
 import json
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 
 from aiohttp import web
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE
 
-from .errors import ProxyError, UnsafePath
-from .forward import SMALL_BODY, RefusedByZoom, upstream_target, whole_body
-from .front import Handover, Head, Job, Reply
+from .errors import ProxyError, RefreshRejected, UnsafePath
+from .forward import SMALL_BODY, RefusedByZoom, stream_body, upstream_target, whole_body
+from .front import BodyStream, Handover, Head, Job, Reply
 from .headers import headers_for_client, headers_for_zoom
-from .http_errors import log_refusal
-from .keys import REFRESHER, SESSIONS, SETTINGS, UPSTREAM
+from .http_errors import json_answer, log_refusal, login_url
+from .keys import REFRESHER, SESSIONS, SETTINGS, STORAGE, UPSTREAM
 from .lifecycle import LIFECYCLE
 from .logs import accepted_request_id, client_address, current_request_id, log_access
 from .metrics import METRICS
+from .session import SessionData, Tokens
 from .session_store import CookieSessions, SignedIn
-from .upstream import Response
+from .upstream import Body, Response
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 _SAME_ORIGIN_FETCH = frozenset({"same-origin", "none"})
@@ -66,15 +69,16 @@ class ApiLane:
 
     def __init__(self, app: web.Application, sessions: CookieSessions) -> None:
         settings = app[SETTINGS]
-        self._sessions = sessions
-        self._refresher = app[REFRESHER]
-        self._upstream = app[UPSTREAM]
-        self._metrics = app[METRICS]
-        self._lifecycle = app[LIFECYCLE]
-        self._base_path = settings.zoom.api_base_path
-        self._trust_forwarded = settings.trust_forwarded_headers
-        #: The largest body the lane takes: small enough to replay, and read whole.
-        self.max_body = min(SMALL_BODY, settings.upstream.max_replay_body)
+        self.sessions = sessions
+        self.storage = app[STORAGE]
+        self.refresher = app[REFRESHER]
+        self.upstream = app[UPSTREAM]
+        self.metrics = app[METRICS]
+        self.lifecycle = app[LIFECYCLE]
+        self.settings = settings
+        #: Bodies up to this size are read whole before forwarding: they can be sent
+        #: again after a 401, as ``forward`` would (``upstream.max_replay_body``).
+        self.max_whole_body = settings.upstream.max_replay_body
 
     def take(self, head: Head) -> Job | None:
         first = head.first
@@ -83,76 +87,139 @@ class ApiLane:
             or not head.target.startswith("/api/")
             or "origin" in first
             or first.get("sec-fetch-site", "none") not in _SAME_ORIGIN_FETCH
-            or "expect" in first
+            or ("expect" in first and not head.expects_continue)
             or "text/html" in first.get("accept", "")
-            or head.content_length > self.max_body
         ):
             return None
         try:
-            target = upstream_target(self._base_path, head.target)
+            target = upstream_target(self.settings.zoom.api_base_path, head.target)
         except UnsafePath:
             return None
         # Quiet: a cookie that fails here is reported where the request goes next.
-        signed_in = self._sessions.read(first.get("cookie", ""), quiet=True)
-        if signed_in is None or not self._refresher.usable(signed_in.data.tokens):
+        signed_in = self.sessions.read(first.get("cookie", ""), quiet=True)
+        if signed_in is None or not self.refresher.usable(signed_in.data.tokens):
             return None
-        return functools.partial(self._serve, head, target, signed_in)
+        return _Call(self, head, target, signed_in)
 
-    async def _serve(
-        self, head: Head, target: str, signed_in: SignedIn, body: bytes, reply: Reply
-    ) -> Handover | None:
+    def new_cookie(self, head: Head, signed_in: SignedIn, tokens: Tokens) -> list[str]:
+        """``Set-Cookie`` values that carry the session with refreshed ``tokens``."""
+        cookie_header = head.first.get("cookie", "")
+        data = SessionData(tokens=tokens, user=signed_in.data.user)
+        value = self.storage.resealed(cookie_header, data.to_json())
+        return [] if value is None else self._cookie(head, value)
+
+    def _cookie(self, head: Head, value: str) -> list[str]:
+        secure = self.storage.secure_behind(head.first.get("x-forwarded-proto"))
+        return self.storage.set_cookie_headers(
+            value, secure=secure, cookie_header=head.first.get("cookie", "")
+        )
+
+    def refusal(
+        self, head: Head, error: ProxyError, request_id: str, cookie: Sequence[str]
+    ) -> bytes:
+        """The answer for ``error``, as :func:`proxy.http_errors.render_error` gives it
+        to a script (the lane takes no browser navigations), with ``cookie``."""
+        log_refusal(head.method, head.target, error)
+        headers, body = json_answer(error, login_url(self.settings.public_url, head.target))
+        if isinstance(error, RefreshRejected):  # the session is over: its cookies go
+            cookie = self._cookie(head, "")
+        lines = [_status_line(error.status)]
+        lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
+        lines += [f"Set-Cookie: {value}\r\n" for value in cookie]
+        lines.append("Content-Type: application/json; charset=utf-8\r\n")
+        lines.append(f"Date: {rfc822_formatted_time()}\r\nServer: {SERVER_SOFTWARE}\r\n")
+        payload = json.dumps(body).encode()
+        _common_headers(lines, request_id, head.keep_alive)
+        lines.append(f"Content-Length: {len(payload)}\r\n\r\n")
+        return _joined(lines) + payload
+
+    def record(self, call: _Call, seconds: float, peer: str | None) -> None:
+        """Metrics and the access-log line, as the aiohttp path's middleware and logger."""
+        head = call.head
+        self.metrics.count_answer(head.method, head.target, call.status)
+        if _access_log.isEnabledFor(logging.INFO):
+            log_access(
+                _access_log,
+                method=head.method,
+                raw_target=head.target,
+                status=call.status,
+                seconds=seconds,
+                user_id=call.signed_in.data.user.id,
+                request_id=call.request_id,
+                upstream_status=call.upstream_status,
+                remote=client_address(
+                    peer,
+                    head.first.get("x-forwarded-for"),
+                    trusted=self.settings.trust_forwarded_headers,
+                ),
+            )
+
+
+@dataclass(slots=True)
+class _Call:
+    """One request the lane took."""
+
+    lane: ApiLane
+    head: Head
+    target: str
+    signed_in: SignedIn
+    request_id: str = "-"
+    #: The status answered; 0 while handed over, or when the client left mid-body.
+    status: int = 500
+    upstream_status: int | None = None
+
+    async def __call__(self, body: bytes | BodyStream, reply: Reply) -> Handover | None:
+        lane = self.lane
         started = asyncio.get_running_loop().time()
-        request_id = accepted_request_id(head.first.get("x-request-id"))
-        context = current_request_id.set(request_id)
-        self._lifecycle.enter()
-        status = 500
-        upstream_status: int | None = None
+        self.request_id = accepted_request_id(self.head.first.get("x-request-id"))
+        context = current_request_id.set(self.request_id)
+        lane.lifecycle.enter()
         try:
-            try:
-                upstream = await self._send(head, target, signed_in, body)
-            except ProxyError as error:
-                log_refusal(head.method, head.target, error)
-                status = error.status
-                reply.write(_error_answer(error, request_id, head.keep_alive))
-                return None
-            upstream_status = upstream.status
-            try:
-                if upstream.status == 401:
-                    status = 0  # not answered: aiohttp refreshes and sends it again
-                    return Handover(RefusedByZoom(signed_in.data.tokens.access_token))
-                status = upstream.status
-                try:
-                    await _relay(head, upstream, request_id, reply)
-                except ProxyError as error:  # a small body that broke off
-                    log_refusal(head.method, head.target, error)
-                    status = error.status
-                    reply.write(_error_answer(error, request_id, head.keep_alive))
-                return None
-            finally:
-                upstream.release()
+            return await self._answer(body, reply)
         finally:
-            self._lifecycle.leave()
-            if status:
-                self._metrics.count_answer(head.method, head.target, status)
-                if _access_log.isEnabledFor(logging.INFO):
-                    log_access(
-                        _access_log,
-                        method=head.method,
-                        raw_target=head.target,
-                        status=status,
-                        seconds=asyncio.get_running_loop().time() - started,
-                        user_id=signed_in.data.user.id,
-                        request_id=request_id,
-                        upstream_status=upstream_status,
-                        remote=client_address(
-                            reply.peer,
-                            head.first.get("x-forwarded-for"),
-                            trusted=self._trust_forwarded,
-                        ),
-                    )
+            lane.lifecycle.leave()
+            if self.status:
+                lane.record(self, asyncio.get_running_loop().time() - started, reply.peer)
             current_request_id.reset(context)
 
-    async def _send(self, head: Head, target: str, signed_in: SignedIn, body: bytes) -> Response:
+    async def _answer(self, body: bytes | BodyStream, reply: Reply) -> Handover | None:
+        lane, head = self.lane, self.head
+        tokens = self.signed_in.data.tokens
+        try:
+            upstream = await self._send(body)
+        except ProxyError as error:
+            self._refuse(reply, error)
+            return None
+        except ConnectionError:  # the client stopped sending its body
+            self.status = 0
+            reply.close()
+            return None
+        self.upstream_status = upstream.status
+        try:
+            cookie: list[str] = []
+            if upstream.status == 401:
+                if isinstance(body, bytes):
+                    self.status = 0  # aiohttp refreshes, and sends it again
+                    return Handover(RefusedByZoom(tokens.access_token))
+                # Too large to send again: refresh anyway, and pass Zoom's 401 on with
+                # the new session (SPEC section 7).
+                try:
+                    tokens = await lane.refresher.after_401(tokens)
+                except ProxyError as error:
+                    self._refuse(reply, error)
+                    return None
+                cookie = lane.new_cookie(head, self.signed_in, tokens)
+            self.status = upstream.status
+            try:
+                await _relay(head, upstream, self.request_id, reply, cookie)
+            except ProxyError as error:  # a small body that broke off
+                self._refuse(reply, error, cookie)
+            return None
+        finally:
+            upstream.release()
+
+    async def _send(self, body: bytes | BodyStream) -> Response:
+        lane, head = self.lane, self.head
         connection = (
             [value for name, value in head.headers if name.lower() == "connection"]
             if "connection" in head.first
@@ -161,20 +228,33 @@ class ApiLane:
         headers = headers_for_zoom(
             head.headers,
             connection,
-            access_token=signed_in.data.tokens.access_token,
-            trust_forwarded=self._trust_forwarded,
+            access_token=self.signed_in.data.tokens.access_token,
+            trust_forwarded=lane.settings.trust_forwarded_headers,
+        )
+        payload: Body = (
+            stream_body(b"", body, lane.settings.upstream.timeout)
+            if isinstance(body, BodyStream)
+            else body
         )
         started = time.perf_counter()
         try:
-            return await self._upstream.request(head.method, target, headers, body)
+            return await lane.upstream.request(
+                head.method, self.target, headers, payload, content_length=head.content_length
+            )
         finally:
-            self._metrics.observe_upstream_latency(started)
+            lane.metrics.observe_upstream_latency(started)
+
+    def _refuse(self, reply: Reply, error: ProxyError, cookie: Sequence[str] = ()) -> None:
+        """Answer ``error``; refreshed tokens (``cookie``) reach the client all the same."""
+        self.status = error.status
+        reply.write(self.lane.refusal(self.head, error, self.request_id, cookie))
 
 
-async def _relay(head: Head, upstream: Response, request_id: str, reply: Reply) -> None:
+async def _relay(
+    head: Head, upstream: Response, request_id: str, reply: Reply, cookie: Sequence[str]
+) -> None:
     """Zoom's answer to the client: whole when small, else streamed as it arrives."""
     status = upstream.status
-    bodiless = head.method == "HEAD" or status in _NO_BODY or status < 200
     length = upstream.content_length
     lines = [_status_line(status)]
     named: set[str] = set()
@@ -185,12 +265,14 @@ async def _relay(head: Head, upstream: Response, request_id: str, reply: Reply) 
             if lower == "content-length" and not (head.method == "HEAD" or status == 304):
                 continue  # set below, for the body actually sent
         lines.append(f"{name}: {value}\r\n")
+    lines += [f"Set-Cookie: {value}\r\n" for value in cookie]
     if "date" not in named:
         lines.append(f"Date: {rfc822_formatted_time()}\r\n")
     if "server" not in named:
         lines.append(f"Server: {SERVER_SOFTWARE}\r\n")
     _common_headers(lines, request_id, head.keep_alive)
-    if bodiless:
+    if head.method == "HEAD" or status in _NO_BODY or status < 200:
+        lines.append("\r\n")
         reply.write(_joined(lines))
         return
     if "content-type" not in named and length != 0:
@@ -233,21 +315,6 @@ def _common_headers(lines: list[str], request_id: str, keep_alive: bool) -> None
 
 def _joined(lines: list[str]) -> bytes:
     return "".join(lines).encode("utf-8", "surrogateescape")
-
-
-def _error_answer(error: ProxyError, request_id: str, keep_alive: bool) -> bytes:
-    """As :func:`proxy.http_errors.render_error` answers a script (the lane takes no
-    browser navigations)."""
-    body = json.dumps({"error": error.code, "message": error.message}).encode()
-    lines = [
-        _status_line(error.status),
-        "Cache-Control: no-store\r\n",
-        "Content-Type: application/json; charset=utf-8\r\n",
-        f"Date: {rfc822_formatted_time()}\r\nServer: {SERVER_SOFTWARE}\r\n",
-    ]
-    _common_headers(lines, request_id, keep_alive)
-    lines.append(f"Content-Length: {len(body)}\r\n\r\n")
-    return _joined(lines) + body
 
 
 def api_lane(app: web.Application) -> ApiLane | None:

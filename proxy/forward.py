@@ -12,8 +12,8 @@ import functools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
-import aiohttp
 from aiohttp import web
 from aiohttp_session import get_session
 from multidict import CIMultiDict
@@ -91,17 +91,24 @@ async def read_body(request: web.Request, *, max_replay: int, stall_limit: float
     """
     length = request.content_length
     if length is not None and length > max_replay:
-        return RequestBody(None, _stream(b"", request.content, stall_limit), length)
+        return RequestBody(None, stream_body(b"", request.content, stall_limit), length)
     buffered = bytearray()
     while len(buffered) <= max_replay:
         chunk = await _read_some(request.content, stall_limit)
         if not chunk:
             return RequestBody(replay=bytes(buffered))
         buffered += chunk
-    return RequestBody(None, _stream(bytes(buffered), request.content, stall_limit), length)
+    return RequestBody(None, stream_body(bytes(buffered), request.content, stall_limit), length)
 
 
-async def _read_some(reader: aiohttp.StreamReader, stall_limit: float) -> bytes:
+class BodyReader(Protocol):
+    """A request body as it arrives: aiohttp's, or :class:`proxy.front.BodyStream`."""
+
+    async def readany(self) -> bytes:
+        """Some of the body, or ``b""`` at its end."""
+
+
+async def _read_some(reader: BodyReader, stall_limit: float) -> bytes:
     try:
         async with asyncio.timeout(stall_limit):
             return await reader.readany()
@@ -109,9 +116,9 @@ async def _read_some(reader: aiohttp.StreamReader, stall_limit: float) -> bytes:
         raise ClientTooSlow() from exc
 
 
-async def _stream(
-    head: bytes, rest: aiohttp.StreamReader, stall_limit: float
-) -> AsyncIterator[bytes]:
+async def stream_body(head: bytes, rest: BodyReader, stall_limit: float) -> AsyncIterator[bytes]:
+    """``head``, then ``rest`` as it arrives, given up on after ``stall_limit`` s of
+    silence (:class:`ClientTooSlow`)."""
     if head:
         yield head
     while chunk := await _read_some(rest, stall_limit):

@@ -11,7 +11,9 @@ connection is handed to aiohttp's protocol for good, with every byte from that
 request's first on. So aiohttp stays the judge of every request the lane does not
 answer itself, and sees it exactly as the client sent it.
 
-Requests are answered one at a time; pipelined ones wait in the buffer.
+Requests are answered one at a time; pipelined ones wait in the buffer. A body up to
+``max_whole_body`` bytes is read whole before its job starts (it can still be handed
+over); a larger one reaches the job as a :class:`BodyStream` while it arrives.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ log = logging.getLogger(__name__)
 KEEPALIVE_TIMEOUT = 75.0
 #: Bytes read ahead of the request being answered before reading pauses.
 _READ_AHEAD = 1 << 16
+#: Bytes of a streamed body read ahead of its job before reading pauses (as aiohttp's
+#: ``read_bufsize`` in :mod:`proxy.serve`).
+_BODY_AHEAD = 1 << 19
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: Requests with more headers than this go to aiohttp, which refuses them.
 _MAX_HEADERS = 100
 
@@ -51,6 +57,10 @@ class Head:
     keep_alive: bool
     content_length: int
 
+    @property
+    def expects_continue(self) -> bool:
+        return self.first.get("expect", "").lower() == "100-continue"
+
 
 @dataclass(frozen=True, slots=True)
 class Handover:
@@ -60,8 +70,9 @@ class Handover:
     note: object = None
 
 
-#: A request a lane took: given its body, it answers (``None``) or hands over.
-Job = Callable[[bytes, "Reply"], Awaitable[Handover | None]]
+#: A request a lane took: given its body, it answers (``None``) or hands over (only a
+#: body read whole can be).
+Job = Callable[["bytes | BodyStream", "Reply"], Awaitable[Handover | None]]
 
 #: The attribute of aiohttp's protocol that carries a :class:`Handover`'s note.
 NOTE_ATTRIBUTE = "handover_note"
@@ -85,11 +96,11 @@ class Lane(Protocol):
 @dataclass(frozen=True, slots=True)
 class HeadLimits:
     """aiohttp's parser limits (the lane must be no more lenient), and the largest body
-    the lane takes."""
+    read whole before its job starts."""
 
     max_line_size: int
     max_field_size: int
-    max_body: int
+    max_whole_body: int
 
 
 class _HeadParser:
@@ -123,8 +134,8 @@ class _HeadParser:
 
 def parse_head(raw: bytes, limits: HeadLimits) -> Head | None:
     """``raw`` (through the blank line) as a :class:`Head`, or ``None`` if it is anything
-    but a plain HTTP/1.1 head that aiohttp would accept with a body of at most
-    ``limits.max_body`` bytes framed by ``Content-Length``."""
+    but a plain HTTP/1.1 head that aiohttp would accept, its body (if any) framed by
+    ``Content-Length``."""
     collected = _HeadParser()
     parser = httptools.HttpRequestParser(collected)
     try:
@@ -157,7 +168,7 @@ def parse_head(raw: bytes, limits: HeadLimits) -> Head | None:
     if "transfer-encoding" in first or "content-length" in repeated:
         return None
     length = first.get("content-length", "0")
-    if not (length.isascii() and length.isdigit()) or int(length) > limits.max_body:
+    if not (length.isascii() and length.isdigit()):
         return None
     return Head(
         method=parser.get_method().decode("ascii"),
@@ -221,6 +232,60 @@ class Reply:
                 waiter.exception()
 
 
+class BodyStream:
+    """A request body too large to read whole (``Content-Length`` framed), as it arrives."""
+
+    __slots__ = ("_error", "_on_taken", "_pieces", "_waiter", "queued", "unread")
+
+    def __init__(self, length: int, on_taken: Callable[[], None]) -> None:
+        #: Bytes the client has still to send.
+        self.unread = length
+        #: Bytes arrived and not yet read.
+        self.queued = 0
+        self._pieces: list[bytes] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+        self._on_taken = on_taken
+
+    def feed(self, data: bytes) -> bytes:
+        """Take this body's part of ``data``; the rest (the next request's) is returned."""
+        rest = b""
+        if len(data) > self.unread:
+            data, rest = data[: self.unread], data[self.unread :]
+        if data:
+            self.unread -= len(data)
+            self.queued += len(data)
+            self._pieces.append(data)
+            self._wake()
+        return rest
+
+    def fail(self, error: BaseException) -> None:
+        """The rest will never come."""
+        if self.unread:
+            self._error = error
+            self._wake()
+
+    async def readany(self) -> bytes:
+        """What has arrived since the last read, waiting for some; ``b""`` at the end."""
+        while not self._pieces:
+            if not self.unread:
+                return b""
+            if self._error is not None:
+                raise self._error
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        pieces, self._pieces, self.queued = self._pieces, [], 0
+        self._on_taken()
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
 class FrontProtocol(asyncio.Protocol):
     """One client connection, until (unless) it is handed to aiohttp."""
 
@@ -239,6 +304,7 @@ class FrontProtocol(asyncio.Protocol):
         self._reply: Reply | None = None
         self._buffer = bytearray()
         self._task: asyncio.Task[None] | None = None
+        self._stream: BodyStream | None = None
         #: A taken request waiting for the rest of its body: (job, head size, head).
         self._waiting: tuple[Job, int, Head] | None = None
         self._paused = False
@@ -257,14 +323,22 @@ class FrontProtocol(asyncio.Protocol):
         self._went_idle()
 
     def data_received(self, data: bytes) -> None:
+        stream = self._stream
+        if stream is not None and stream.unread:
+            data = stream.feed(data)
+            if stream.queued > _BODY_AHEAD:
+                self._pause_reading()
+            if not data:
+                return
         self._buffer += data
         if self._task is None:
             self._next()
-        elif len(self._buffer) > _READ_AHEAD and not self._paused:
-            self._paused = True
-            self._transport.pause_reading()  # type: ignore[union-attr]
+        elif len(self._buffer) > _READ_AHEAD:
+            self._pause_reading()
 
     def eof_received(self) -> bool:
+        if self._stream is not None:
+            self._stream.fail(ConnectionResetError("the client stopped mid-body"))
         if self._task is None:
             self._close()
         return True  # half-closed: the answer being written still goes out
@@ -272,6 +346,8 @@ class FrontProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
         self._stop_idle_timer()
+        if self._stream is not None:
+            self._stream.fail(ConnectionResetError("the client has gone"))
         if self._reply is not None:
             self._reply._lost = True
             self._reply._resume(ConnectionResetError("the client has gone"))
@@ -310,16 +386,27 @@ class FrontProtocol(asyncio.Protocol):
             if head is None or job is None:
                 self._hand_over()
                 return
+            if head.expects_continue:
+                self._transport.write(_CONTINUE)  # type: ignore[union-attr]
             self._waiting = (job, end + 4, head)
         job, head_size, head = self._waiting
-        size = head_size + head.content_length
-        if len(buffer) < size:
+        if head.content_length > self._limits.max_whole_body:
+            self._waiting = None
+            stream = self._stream = BodyStream(head.content_length, self._body_taken)
+            rest = stream.feed(bytes(buffer[head_size:]))
+            buffer[:] = rest
+            self._start(job, head, stream, 0)
             return
-        self._waiting = None
-        body = bytes(buffer[head_size:size])
+        size = head_size + head.content_length
+        if len(buffer) >= size:
+            self._waiting = None
+            self._start(job, head, bytes(buffer[head_size:size]), size)
+
+    def _start(self, job: Job, head: Head, body: bytes | BodyStream, size: int) -> None:
         self._task = asyncio.get_running_loop().create_task(self._answer(job, head, body, size))
 
-    async def _answer(self, job: Job, head: Head, body: bytes, size: int) -> None:
+    async def _answer(self, job: Job, head: Head, body: bytes | BodyStream, size: int) -> None:
+        """Run ``job``; then go on with the next request, or hand over, or close."""
         assert self._reply is not None
         try:
             handover = await job(body, self._reply)
@@ -329,19 +416,42 @@ class FrontProtocol(asyncio.Protocol):
             return
         finally:
             self._task = None
+        stream, self._stream = self._stream, None
         if handover is not None:
-            self._hand_over(handover.note)
+            if stream is None:
+                self._hand_over(handover.note)
+            else:  # its body is gone: nobody else can answer it
+                self._close()
             return
         del self._buffer[:size]
-        if not head.keep_alive or self._closing or self._transport.is_closing():  # type: ignore[union-attr]
+        transport = self._transport
+        assert transport is not None
+        if (
+            not head.keep_alive
+            or self._closing
+            or transport.is_closing()
+            or (stream is not None and stream.unread)  # where the next request starts is unknown
+        ):
             self._close()
             return
-        if self._paused:
-            self._paused = False
-            self._transport.resume_reading()  # type: ignore[union-attr]
+        self._resume_reading()
         self._went_idle()
         if self._buffer:
             self._next()
+
+    def _body_taken(self) -> None:
+        if len(self._buffer) <= _READ_AHEAD:
+            self._resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._paused and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
 
     def _hand_over(self, note: object = None) -> None:
         """From here on, aiohttp's protocol reads this connection, from the buffer on."""
@@ -351,8 +461,7 @@ class FrontProtocol(asyncio.Protocol):
         self._stop_idle_timer()
         if transport.is_closing():
             return
-        if self._paused:
-            transport.resume_reading()
+        self._resume_reading()
         protocol = self._fallback()
         if protocol is None:  # the server is shutting down
             transport.close()

@@ -34,8 +34,7 @@ def is_browser_navigation(request: web.Request) -> bool:
     return request.method == "GET" and "text/html" in request.headers.get("Accept", "")
 
 
-def login_url(request: web.Request, next_path: str | None = None) -> str:
-    public_url = request.app[SETTINGS].public_url
+def login_url(public_url: str, next_path: str | None = None) -> str:
     if next_path is None:
         return f"{public_url}/auth/login"
     return f"{public_url}/auth/login?{urlencode({'next': next_path})}"
@@ -43,32 +42,38 @@ def login_url(request: web.Request, next_path: str | None = None) -> str:
 
 def render_error(request: web.Request, error: ProxyError) -> web.Response:
     """The response for ``error``; for a refused refresh it also ends the session."""
-    if isinstance(error, Unauthenticated):
-        response = _unauthenticated(request, error)
-        if isinstance(error, RefreshRejected):
-            request.app[STORAGE].write_cookies(request, response, "")
-        return response
-    return _render(request, error.status, error.code, error.message)
-
-
-def _unauthenticated(request: web.Request, error: Unauthenticated) -> web.Response:
-    """``/api/*`` navigations go to sign-in and come back; everything else gets a 401."""
     api = request.path.startswith("/api/")
-    url = login_url(request, request.raw_path if api else None)
-    if is_browser_navigation(request):
-        if api:
-            return web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store"})
-        return web.Response(
+    login = login_url(request.app[SETTINGS].public_url, request.raw_path if api else None)
+    if not is_browser_navigation(request):
+        headers, body = json_answer(error, login)
+        response = web.json_response(body, status=error.status, headers=headers)
+    elif not isinstance(error, Unauthenticated):
+        response = _render(request, error.status, error.code, error.message)
+    elif api:  # ``/api/*`` navigations go to sign-in and come back
+        response = web.Response(
+            status=302, headers={"Location": login, "Cache-Control": "no-store"}
+        )
+    else:
+        response = web.Response(
             status=401,
-            text=message_page("Signed out", error.message, link=url, label="Sign in with Zoom"),
+            text=message_page("Signed out", error.message, link=login, label="Sign in with Zoom"),
             content_type="text/html",
             headers={"WWW-Authenticate": WWW_AUTHENTICATE, "Cache-Control": "no-store"},
         )
-    return web.json_response(
-        {"error": error.code, "message": error.message, "login_url": url},
-        status=401,
-        headers={"WWW-Authenticate": WWW_AUTHENTICATE, "Cache-Control": "no-store"},
-    )
+    if isinstance(error, RefreshRejected):
+        request.app[STORAGE].write_cookies(request, response, "")
+    return response
+
+
+def json_answer(error: ProxyError, login: str) -> tuple[dict[str, str], dict[str, str]]:
+    """What a script gets for ``error``: headers and a JSON body. ``login``: where to sign
+    in again, for an unauthenticated one."""
+    headers = {"Cache-Control": "no-store"}
+    body = {"error": error.code, "message": error.message}
+    if isinstance(error, Unauthenticated):
+        body["login_url"] = login
+        headers["WWW-Authenticate"] = WWW_AUTHENTICATE
+    return headers, body
 
 
 def _render(request: web.Request, status: int, code: str, message: str) -> web.Response:

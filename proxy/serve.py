@@ -126,7 +126,9 @@ def _front(app: web.Application, runner: web.AppRunner) -> Front | None:
     if lane is None:
         return None
     limits = HeadLimits(
-        max_line_size=MAX_LINE_SIZE, max_field_size=MAX_FIELD_SIZE, max_body=lane.max_body
+        max_line_size=MAX_LINE_SIZE,
+        max_field_size=MAX_FIELD_SIZE,
+        max_whole_body=lane.max_whole_body,
     )
     # runner.server is None once the runner shuts down.
     return Front(lane, lambda: runner.server() if runner.server else None, limits)

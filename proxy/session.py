@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
@@ -277,25 +277,50 @@ class ChunkedCookieStorage(AbstractStorage):
     async def save_session(
         self, request: web.Request, response: web.StreamResponse, session: Session
     ) -> None:
-        value = ""
-        if not session.empty:
-            plain = json.dumps(self._get_session_data(session), separators=(",", ":"))
-            sealed = self._fernet.encrypt_at_time(plain.encode(), int(self._clock()))
-            value = sealed.decode("ascii").rstrip("=")
+        value = "" if session.empty else self._seal(self._get_session_data(session))
         self.write_cookies(request, response, value)
+
+    def _seal(self, data: Mapping[str, Any]) -> str:
+        plain = json.dumps(data, separators=(",", ":"))
+        sealed = self._fernet.encrypt_at_time(plain.encode(), int(self._clock()))
+        return sealed.decode("ascii").rstrip("=")
+
+    def resealed(self, cookie_header: str, contents: Mapping[str, Any]) -> str | None:
+        """The cookie value for the session in ``cookie_header`` with new ``contents``,
+        its sign-in time kept (``max_age`` counts from it); ``None`` if there is none."""
+        value = self._joined(cookie_header)
+        data = None if value is None else self._decrypt(value)
+        if data is None:
+            return None
+        return self._seal({"created": data.get("created"), "session": dict(contents)})
 
     def secure_for(self, request: web.Request) -> bool:
         """``Secure`` per config, and also when a trusted front proxy says it spoke https."""
+        return self.secure_behind(request.headers.get("X-Forwarded-Proto"))
+
+    def secure_behind(self, forwarded_proto: str | None) -> bool:
+        """:meth:`secure_for`, given the request's ``X-Forwarded-Proto``."""
         return bool(self.cookie_params["secure"]) or (
-            self._trust_forwarded_proto
-            and request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+            self._trust_forwarded_proto and (forwarded_proto or "").lower() == "https"
         )
 
     def write_cookies(self, request: web.Request, response: web.StreamResponse, value: str) -> None:
         """Set ``value`` over as many chunks as it needs and expire the ones it no longer uses."""
+        self._set_cookies(response, value, secure=self.secure_for(request), sent=request.cookies)
+
+    def set_cookie_headers(self, value: str, *, secure: bool, cookie_header: str) -> list[str]:
+        """:meth:`write_cookies` as ``Set-Cookie`` values, for an answer aiohttp does not
+        write, given the request's ``Cookie`` header."""
+        sent = {part.partition("=")[0].strip() for part in cookie_header.split(";")}
+        response = web.StreamResponse()
+        self._set_cookies(response, value, secure=secure, sent=sent)
+        return [morsel.OutputString() for morsel in response.cookies.values()]
+
+    def _set_cookies(
+        self, response: web.StreamResponse, value: str, *, secure: bool, sent: Container[str]
+    ) -> None:
         chunks = [value[i : i + self._chunk_size] for i in range(0, len(value), self._chunk_size)]
         params = self.cookie_params
-        secure = self.secure_for(request)
         for index, chunk in enumerate(chunks):
             response.set_cookie(
                 self.chunk_name(index),
@@ -308,7 +333,7 @@ class ChunkedCookieStorage(AbstractStorage):
             )
         for index in range(len(chunks), MAX_CHUNKS):
             name = self.chunk_name(index)
-            if name in request.cookies:
+            if name in sent:
                 response.del_cookie(
                     name,
                     path=params["path"],
