@@ -9,12 +9,15 @@ at the session and one call to Zoom:
 * no ``Origin``, and ``Sec-Fetch-Site`` absent, ``same-origin`` or ``none``: nothing to
   screen, no CORS to grant;
 * not a browser navigation (those get HTML errors and sign-in redirects);
-* no ``Expect``, and a body, if any, small enough to replay, framed by ``Content-Length``.
+* no ``Expect`` but ``100-continue``; a body, if any, framed by ``Content-Length``.
 
-Anything else goes to aiohttp, and so does a request Zoom answers with 401 (it means a
-refresh and a retry, which :func:`proxy.forward.forward` does). What the lane answers,
-it answers as ``forward`` and its middlewares would: the same headers each way, the same
-error bodies, request id, metrics, access-log line and in-flight count.
+Anything else goes to aiohttp. So does a request Zoom answers with 401 when its body
+could be kept whole (up to ``upstream.max_replay_body``): :func:`proxy.forward.forward`
+refreshes and sends it again. A larger body streams through as it arrives and cannot be
+sent again; on a 401 the lane refreshes itself and passes the 401 on with the new
+session, as ``forward`` would. What the lane answers, it answers as ``forward`` and its
+middlewares would: the same headers each way, the same error bodies, request id,
+metrics, access-log line and in-flight count.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE
 
 from .errors import ProxyError, RefreshRejected, UnsafePath
-from .forward import SMALL_BODY, RefusedByZoom, stream_body, upstream_target, whole_body
-from .front import BodyStream, Handover, Head, Job, Reply
+from .forward import SMALL_BODY, RefusedByZoom, upstream_target, whole_body
+from .front import BodyStream, ClientLeft, Handover, Head, Job, Reply
 from .headers import headers_for_client, headers_for_zoom
 from .http_errors import json_answer, log_refusal, login_url
 from .keys import REFRESHER, SESSIONS, SETTINGS, STORAGE, UPSTREAM
@@ -43,14 +46,15 @@ from .logs import accepted_request_id, client_address, current_request_id, log_a
 from .metrics import METRICS
 from .session import SessionData, Tokens
 from .session_store import CookieSessions, SignedIn
-from .upstream import Body, Response
+from .upstream import Response
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 _SAME_ORIGIN_FETCH = frozenset({"same-origin", "none"})
 #: Answers that never have a body (RFC 9110, 6.4.1).
 _NO_BODY = frozenset({204, 304})
-#: Response headers the lane sets itself.
-_FRAMING = frozenset({"content-length", "date", "server", "content-type"})
+#: Response headers the lane adds when Zoom sent none, as aiohttp does (Content-Length:
+#: always its own, for the body actually sent).
+_DEFAULTED = frozenset({"content-length", "date", "server", "content-type"})
 
 _access_log = logging.getLogger("aiohttp.access")
 
@@ -190,7 +194,7 @@ class _Call:
         except ProxyError as error:
             self._refuse(reply, error)
             return None
-        except ConnectionError:  # the client stopped sending its body
+        except ClientLeft:  # mid-body: there is nobody to answer
             self.status = 0
             reply.close()
             return None
@@ -231,15 +235,10 @@ class _Call:
             access_token=self.signed_in.data.tokens.access_token,
             trust_forwarded=lane.settings.trust_forwarded_headers,
         )
-        payload: Body = (
-            stream_body(b"", body, lane.settings.upstream.timeout)
-            if isinstance(body, BodyStream)
-            else body
-        )
         started = time.perf_counter()
         try:
             return await lane.upstream.request(
-                head.method, self.target, headers, payload, content_length=head.content_length
+                head.method, self.target, headers, body, content_length=head.content_length
             )
         finally:
             lane.metrics.observe_upstream_latency(started)
@@ -260,7 +259,7 @@ async def _relay(
     named: set[str] = set()
     for name, value in headers_for_client(upstream.headers):
         lower = name.lower()
-        if lower in _FRAMING:
+        if lower in _DEFAULTED:
             named.add(lower)
             if lower == "content-length" and not (head.method == "HEAD" or status == 304):
                 continue  # set below, for the body actually sent

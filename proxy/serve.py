@@ -22,7 +22,8 @@ from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from .fastpath import api_lane
-from .front import NOTE_ATTRIBUTE, Front, HeadLimits
+from .front import NOTE_ATTRIBUTE, Front, Limits
+from .keys import SETTINGS
 from .lifecycle import LIFECYCLE
 from .listen import EagerSite
 from .logs import AccessLogger
@@ -125,10 +126,11 @@ def _front(app: web.Application, runner: web.AppRunner) -> Front | None:
     lane = api_lane(app)
     if lane is None:
         return None
-    limits = HeadLimits(
+    limits = Limits(
         max_line_size=MAX_LINE_SIZE,
         max_field_size=MAX_FIELD_SIZE,
         max_whole_body=lane.max_whole_body,
+        body_stall=app[SETTINGS].upstream.timeout,
     )
     # runner.server is None once the runner shuts down.
     return Front(lane, lambda: runner.server() if runner.server else None, limits)

@@ -30,7 +30,7 @@ import asyncio
 import collections
 import ssl
 from collections.abc import AsyncIterator, Sequence
-from typing import Final, cast
+from typing import Final, Protocol, cast, runtime_checkable
 
 import httptools
 from yarl import URL
@@ -38,7 +38,22 @@ from yarl import URL
 from .errors import UpstreamTimeout, UpstreamUnreachable
 
 RawHeaders = list[tuple[bytes, bytes]]
-Body = bytes | AsyncIterator[bytes] | None
+
+
+@runtime_checkable
+class DirectBody(Protocol):
+    """A streamed request body of exactly its declared length that writes itself to the
+    connection as it arrives, while the connection keeps up (:class:`proxy.front.BodyStream`).
+    Iterated, it yields only what it could not write at once."""
+
+    def stream_to(self, sink: asyncio.Transport, limit: int) -> None:
+        """From now on, write straight to ``sink`` while its buffer is under ``limit``
+        and nothing waits to be yielded."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+
+Body = bytes | AsyncIterator[bytes] | DirectBody | None
 
 #: Methods that may be sent again after a pooled connection turned out to be closed.
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -303,11 +318,14 @@ class _Connection(asyncio.Protocol):
             self._response = None
 
     async def _send_stream(
-        self, head: bytes, body: AsyncIterator[bytes], length: int | None
+        self, head: bytes, body: AsyncIterator[bytes] | DirectBody, length: int | None
     ) -> None:
         transport = self._transport
         assert transport is not None
         transport.write(head)
+        direct = isinstance(body, DirectBody)
+        if isinstance(body, DirectBody):
+            body.stream_to(transport, self._pool.buffer_limit)
         sent = 0
         async for chunk in body:
             if not self.alive or self._body_done:
@@ -326,7 +344,7 @@ class _Connection(asyncio.Protocol):
                 await self._drained()
         if length is None and self.alive:
             transport.write(b"0\r\n\r\n")
-        elif length is not None and sent < length:
+        elif length is not None and sent < length and not direct:
             raise UpstreamUnreachable("The request body is shorter than declared.")
         self._request_sent = True
 

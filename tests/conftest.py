@@ -41,6 +41,7 @@ class Proxy:
     zoom: Zoom
     app: web.Application
     client: aiohttp.ClientSession
+    runner: web.AppRunner
     _extra: list[aiohttp.ClientSession] = field(default_factory=list)
 
     def new_client(self) -> aiohttp.ClientSession:
@@ -134,6 +135,7 @@ async def make_proxy(zoom: Zoom) -> AsyncIterator[ProxyFactory]:
             zoom=zoom,
             app=app,
             client=aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)),
+            runner=runner,
         )
         started.append((runner, proxy))
         return proxy
