@@ -35,7 +35,7 @@ from aiohttp import web
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE
 
-from .errors import ProxyError, RefreshRejected, UnsafePath
+from .errors import ClientTooSlow, ProxyError, RefreshRejected, UnsafePath
 from .forward import SMALL_BODY, RefusedByZoom, upstream_target, whole_body
 from .front import BodyStream, ClientLeft, Handover, Head, Job, Reply
 from .headers import headers_for_client, headers_for_zoom
@@ -172,7 +172,7 @@ class _Call:
     status: int = 500
     upstream_status: int | None = None
 
-    async def __call__(self, body: bytes | BodyStream, reply: Reply) -> Handover | None:
+    async def __call__(self, body: bytes | BodyStream | None, reply: Reply) -> Handover | None:
         lane = self.lane
         started = asyncio.get_running_loop().time()
         self.request_id = accepted_request_id(self.head.first.get("x-request-id"))
@@ -186,9 +186,12 @@ class _Call:
                 lane.record(self, asyncio.get_running_loop().time() - started, reply.peer)
             current_request_id.reset(context)
 
-    async def _answer(self, body: bytes | BodyStream, reply: Reply) -> Handover | None:
+    async def _answer(self, body: bytes | BodyStream | None, reply: Reply) -> Handover | None:
         lane, head = self.lane, self.head
         tokens = self.signed_in.data.tokens
+        if body is None:
+            self._refuse(reply, ClientTooSlow())
+            return None
         try:
             upstream = await self._send(body)
         except ProxyError as error:

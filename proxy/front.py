@@ -74,8 +74,9 @@ class Handover:
 
 
 #: A request a lane took: given its body, it answers (``None``) or hands over (only a
-#: body read whole can be).
-Job = Callable[["bytes | BodyStream", "Reply"], Awaitable[Handover | None]]
+#: body read whole can be). A body of ``None`` never came whole: the client went silent
+#: (the job answers :class:`ClientTooSlow`).
+Job = Callable[["bytes | BodyStream | None", "Reply"], Awaitable[Handover | None]]
 
 #: The attribute of aiohttp's protocol that carries a :class:`Handover`'s note.
 NOTE_ATTRIBUTE = "handover_note"
@@ -213,6 +214,11 @@ class Reply:
         self.peer: str | None = peer[0] if isinstance(peer, tuple) else None
         self._drained: asyncio.Future[None] | None = None
         self._lost = False
+
+    @property
+    def paused(self) -> bool:
+        """Whether the client has fallen behind what was written to it."""
+        return self._drained is not None
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)
@@ -356,6 +362,8 @@ class FrontProtocol(asyncio.Protocol):
         self._waiting: tuple[Job, int, Head] | None = None
         self._paused = False
         self._closing = False
+        self._eof = False
+        self._handed_over = False
         self._idle_since = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         #: When the streamed body last moved, and the timer that watches it.
@@ -383,11 +391,14 @@ class FrontProtocol(asyncio.Protocol):
                 return
         self._buffer += data
         if self._task is None:
+            if self._waiting is not None:
+                self._body_moved = self._loop_time()
             self._next()
         elif len(self._buffer) > _READ_AHEAD:
             self._pause_reading()
 
     def eof_received(self) -> bool:
+        self._eof = True
         if self._stream is not None:
             self._stream.fail(ClientLeft("the client stopped sending mid-body"))
         if self._task is None:
@@ -397,8 +408,7 @@ class FrontProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
         self._stop_idle_timer()
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
+        self._stop_stall_timer()
         if self._stream is not None:
             self._stream.fail(ClientLeft("the client has gone"))
         if self._reply is not None:
@@ -455,16 +465,29 @@ class FrontProtocol(asyncio.Protocol):
         size = head_size + head.content_length
         if len(buffer) >= size:
             self._waiting = None
+            self._stop_stall_timer()
             self._start(job, head, bytes(buffer[head_size:size]), size)
+        elif self._stall_timer is None:
+            self._body_moved = self._loop_time()
+            self._stall_check()
 
-    def _start(self, job: Job, head: Head, body: bytes | BodyStream, size: int) -> None:
+    def _start(self, job: Job, head: Head, body: bytes | BodyStream | None, size: int) -> None:
         self._task = asyncio.get_running_loop().create_task(self._answer(job, head, body, size))
 
-    async def _answer(self, job: Job, head: Head, body: bytes | BodyStream, size: int) -> None:
+    async def _answer(
+        self, job: Job, head: Head, body: bytes | BodyStream | None, size: int
+    ) -> None:
         """Run ``job``; then go on with the next request, or hand over, or close."""
-        assert self._reply is not None
+        reply = self._reply
+        assert reply is not None
         try:
-            handover = await job(body, self._reply)
+            handover = await job(body, reply)
+            if handover is None and reply.paused:
+                # A client that reads nothing is sent nothing more: pipelined requests
+                # would otherwise pile answers up in the transport's buffer.
+                await reply.drain()
+        except ConnectionError:  # the client has gone (connection_lost cleans up)
+            return
         except Exception:
             log.exception("unexpected error answering %s", head.method)
             self._close()
@@ -472,9 +495,7 @@ class FrontProtocol(asyncio.Protocol):
         finally:
             self._task = None
         stream, self._stream = self._stream, None
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-            self._stall_timer = None
+        self._stop_stall_timer()
         if handover is not None:
             if stream is None:
                 self._hand_over(handover.note)
@@ -488,7 +509,9 @@ class FrontProtocol(asyncio.Protocol):
             not head.keep_alive
             or self._closing
             or transport.is_closing()
-            or (stream is not None and stream.unread)  # where the next request starts is unknown
+            # Where the next request starts is unknown:
+            or body is None
+            or (stream is not None and stream.unread)
         ):
             self._close()
             return
@@ -496,22 +519,33 @@ class FrontProtocol(asyncio.Protocol):
         self._went_idle()
         if self._buffer:
             self._next()
+        if self._eof and self._task is None and not self._handed_over:
+            self._close()  # the client has sent all it will
 
     def _stall_check(self) -> None:
         """Give up on a client silent mid-body for ``body_stall`` seconds, as the aiohttp
         path does. Time with reading paused (the proxy waiting on Zoom) does not count."""
         self._stall_timer = None
         stream = self._stream
-        if stream is None or not stream.unread:
+        if (stream is None or not stream.unread) and self._waiting is None:
             return
         now = self._loop_time()
         if self._paused:
             self._body_moved = now
         due = self._body_moved + self._limits.body_stall
-        if now >= due:
+        if now < due:
+            self._stall_timer = asyncio.get_running_loop().call_at(due, self._stall_check)
+        elif stream is not None:
             stream.fail(ClientTooSlow())
-            return
-        self._stall_timer = asyncio.get_running_loop().call_at(due, self._stall_check)
+        elif self._waiting is not None:  # a body to be read whole
+            job, _, head = self._waiting
+            self._waiting = None
+            self._start(job, head, None, len(self._buffer))
+
+    def _stop_stall_timer(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
 
     @staticmethod
     def _loop_time() -> float:
@@ -546,11 +580,14 @@ class FrontProtocol(asyncio.Protocol):
             return
         if note is not None:
             setattr(protocol, NOTE_ATTRIBUTE, note)
+        self._handed_over = True
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         if self._buffer:
             protocol.data_received(bytes(self._buffer))
         self._buffer.clear()
+        if self._eof:
+            protocol.eof_received()
 
     def _close(self) -> None:
         if self._transport is not None:

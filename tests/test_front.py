@@ -369,3 +369,42 @@ async def test_a_cookie_that_fails_to_decrypt_is_counted_once(proxy: Proxy, cook
     async with aiohttp.ClientSession() as client, client.get(f"{proxy.url}/metrics") as metrics:
         text = await metrics.text()
     assert "zoom_proxy_session_decode_failures_total 1.0" in text
+
+
+@pytest.mark.parametrize(
+    ("replay_limit", "framing"),
+    [
+        (100_000, "Content-Length: 5000"),  # read whole on the lane
+        (1000, "Content-Length: 5000"),  # streamed on the lane
+        (100_000, "Transfer-Encoding: chunked"),  # aiohttp's
+    ],
+    ids=["whole", "streamed", "chunked"],
+)
+async def test_a_client_silent_mid_body_gets_408_after_upstream_timeout(
+    make_proxy: ProxyFactory, replay_limit: int, framing: str
+) -> None:
+    proxy = await make_proxy(upstream={"timeout": 0.5, "max_replay_body": replay_limit})
+    cookie = await signed_in_cookie(proxy)
+    start = b"a" * 100 if framing.startswith("Content") else b"64\r\n" + b"a" * 50
+    async with connection(proxy) as (reader, writer):
+        writer.write(request("PUT", "/api/_test/upload", cookie, framing) + start)
+        [answer] = await read_answers(reader, 1)
+    assert answer.status == 408
+    assert answer.json()["error"] == "client_too_slow"
+    uploads = [r for r in proxy.zoom.emulator.api_requests if r.raw_path == "/v2/_test/upload"]
+    assert all(r.body_length < 5000 for r in uploads)  # nothing reached Zoom as complete
+
+
+async def test_a_client_that_half_closes_after_pipelining_gets_every_answer(
+    proxy: Proxy, cookie: str
+) -> None:
+    async with connection(proxy) as (reader, writer):
+        writer.write(
+            request("GET", "/api/_test/echo/one", cookie)
+            + request("GET", "/api/_test/echo/two", cookie)
+        )
+        writer.write_eof()
+        one, two = await read_answers(reader, 2)
+        assert await asyncio.wait_for(reader.read(), timeout=10) == b""
+    assert one.json()["raw_path"] == "/v2/_test/echo/one"
+    assert two.json()["raw_path"] == "/v2/_test/echo/two"
