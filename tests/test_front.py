@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,9 +72,13 @@ async def read_answers(reader: asyncio.StreamReader, count: int) -> list[Answer]
     return answers.done
 
 
+def connection(proxy: Proxy) -> AbstractAsyncContextManager[Connection]:
+    return connection_to(proxy.url)
+
+
 @asynccontextmanager
-async def connection(proxy: Proxy) -> AsyncIterator[Connection]:
-    host, port = proxy.url.removeprefix("http://").split(":")
+async def connection_to(url: str) -> AsyncIterator[Connection]:
+    host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
         yield reader, writer

@@ -117,6 +117,7 @@ class ApiRoutes:
         router.add_post("/users/me/meetings", self.create_meeting)
         router.add_route("*", "/_test/echo/{tail:.*}", self.echo)
         router.add_get("/_test/download", self.download)
+        router.add_get("/_test/chunked", self.chunked)
         router.add_post("/_test/upload", self.upload)
         router.add_put("/_test/upload", self.upload)
         router.add_get("/_test/gzip", self.gzip)
@@ -214,6 +215,18 @@ class ApiRoutes:
             await response.write_eof()
 
         return await _octet_stream(request, send)
+
+    async def chunked(self, request: web.Request) -> web.StreamResponse:
+        """*bytes* bytes of the download pattern, of a length not told: chunked."""
+        size = _size_param(request)
+        if size is None:
+            return _api_error(400, 300, "Invalid field: bytes.")
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        await response.prepare(request)
+        for chunk in download_chunks(size):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
 
     async def broken(self, request: web.Request) -> web.StreamResponse:
         """Promise *bytes* bytes, send about half, then close the connection."""
