@@ -53,7 +53,7 @@ _SAME_ORIGIN_FETCH = frozenset({"same-origin", "none"})
 #: Answers that never have a body (RFC 9110, 6.4.1).
 _NO_BODY = frozenset({204, 304})
 #: Response headers the lane adds when Zoom sent none, as aiohttp does (Content-Length:
-#: always its own, for the body actually sent).
+#: its own, for the body actually sent, but Zoom's for a HEAD).
 _DEFAULTED = frozenset({"content-length", "date", "server", "content-type"})
 
 _access_log = logging.getLogger("aiohttp.access")
@@ -137,11 +137,12 @@ class ApiLane:
         lines.append(f"Content-Length: {len(payload)}\r\n\r\n")
         return _joined(lines) + payload
 
-    def record(self, call: _Call, seconds: float, peer: str | None) -> None:
-        """Metrics and the access-log line, as the aiohttp path's middleware and logger."""
+    def record(self, call: _Call, seconds: float, peer: str | None, *, access_log: bool) -> None:
+        """Metrics, and the access-log line for an answer sent, as the aiohttp path's
+        middleware and logger (which logs nothing for a client that left)."""
         head = call.head
         self.metrics.count_answer(head.method, head.target, call.status)
-        if _access_log.isEnabledFor(logging.INFO):
+        if access_log and _access_log.isEnabledFor(logging.INFO):
             log_access(
                 _access_log,
                 method=head.method,
@@ -168,7 +169,8 @@ class _Call:
     target: str
     signed_in: SignedIn
     request_id: str = "-"
-    #: The status answered; 0 while handed over, or when the client left mid-body.
+    #: The status answered (500 if it failed or the client left); 0 when handed over,
+    #: or when the client stopped mid-body.
     status: int = 500
     upstream_status: int | None = None
 
@@ -178,12 +180,16 @@ class _Call:
         self.request_id = accepted_request_id(self.head.first.get("x-request-id"))
         context = current_request_id.set(self.request_id)
         lane.lifecycle.enter()
+        answered = False
         try:
-            return await self._answer(body, reply)
+            handover = await self._answer(body, reply)
+            answered = True
+            return handover
         finally:
             lane.lifecycle.leave()
             if self.status:
-                lane.record(self, asyncio.get_running_loop().time() - started, reply.peer)
+                seconds = asyncio.get_running_loop().time() - started
+                lane.record(self, seconds, reply.peer, access_log=answered)
             current_request_id.reset(context)
 
     async def _answer(self, body: bytes | BodyStream | None, reply: Reply) -> Handover | None:
@@ -264,8 +270,8 @@ async def _relay(
         lower = name.lower()
         if lower in _DEFAULTED:
             named.add(lower)
-            if lower == "content-length" and not (head.method == "HEAD" or status == 304):
-                continue  # set below, for the body actually sent
+            if lower == "content-length" and head.method != "HEAD":
+                continue  # set below, for the body actually sent (none for 204 or 304)
         lines.append(f"{name}: {value}\r\n")
     lines += [f"Set-Cookie: {value}\r\n" for value in cookie]
     if "date" not in named:

@@ -40,8 +40,24 @@ _READ_AHEAD = 1 << 16
 #: ``read_bufsize`` in :mod:`proxy.serve`).
 _BODY_AHEAD = 1 << 19
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-#: Requests with more headers than this go to aiohttp, which refuses them.
+#: Requests with more headers than this go to aiohttp (which allows 128).
 _MAX_HEADERS = 100
+#: Headers aiohttp's parser refuses to see twice (``SINGLETON_HEADERS``): such a request
+#: is aiohttp's to refuse. So is one without ``Host``.
+_SINGLETONS = frozenset(
+    {
+        "content-length",
+        "content-location",
+        "content-range",
+        "content-type",
+        "etag",
+        "host",
+        "max-forwards",
+        "server",
+        "transfer-encoding",
+        "user-agent",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +192,7 @@ def parse_head(raw: bytes, limits: Limits) -> Head | None:
             repeated.add(lower)
         else:
             first[lower] = value
-    if "transfer-encoding" in first or "content-length" in repeated:
+    if "transfer-encoding" in first or "host" not in first or repeated & _SINGLETONS:
         return None
     length = first.get("content-length", "0")
     if not (length.isascii() and length.isdigit()):
@@ -287,7 +303,11 @@ class BodyStream:
         if data:
             self.unread -= len(data)
             sink = self._sink
-            if sink is not None and not self._pieces and sink.get_write_buffer_size() < self._limit:
+            if sink is not None and sink.is_closing():
+                pass  # Zoom has answered (or gone): the rest is read and dropped
+            elif (
+                sink is not None and not self._pieces and sink.get_write_buffer_size() < self._limit
+            ):
                 sink.write(data)
                 if self.unread:
                     return rest  # the reader has nothing to do yet
@@ -362,8 +382,6 @@ class FrontProtocol(asyncio.Protocol):
         self._waiting: tuple[Job, int, Head] | None = None
         self._paused = False
         self._closing = False
-        self._eof = False
-        self._handed_over = False
         self._idle_since = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         #: When the streamed body last moved, and the timer that watches it.
@@ -397,13 +415,10 @@ class FrontProtocol(asyncio.Protocol):
         elif len(self._buffer) > _READ_AHEAD:
             self._pause_reading()
 
-    def eof_received(self) -> bool:
-        self._eof = True
-        if self._stream is not None:
-            self._stream.fail(ClientLeft("the client stopped sending mid-body"))
-        if self._task is None:
-            self._close()
-        return True  # half-closed: the answer being written still goes out
+    def eof_received(self) -> None:
+        """The client closed its end: gone, as aiohttp takes it. The transport closes,
+        and ``connection_lost`` cancels the request being answered (and its call to
+        Zoom), rather than holding a pool slot for nobody."""
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
@@ -427,11 +442,13 @@ class FrontProtocol(asyncio.Protocol):
 
     # shutdown
 
-    def close_when_idle(self) -> None:
-        """Close now if between requests, else once the current answer is sent."""
+    def close_when_idle(self) -> asyncio.Task[None] | None:
+        """Close now if between requests, else once the current answer is sent (the
+        task sending it is returned)."""
         self._closing = True
         if self._task is None:
             self._close()
+        return self._task
 
     # requests
 
@@ -519,8 +536,6 @@ class FrontProtocol(asyncio.Protocol):
         self._went_idle()
         if self._buffer:
             self._next()
-        if self._eof and self._task is None and not self._handed_over:
-            self._close()  # the client has sent all it will
 
     def _stall_check(self) -> None:
         """Give up on a client silent mid-body for ``body_stall`` seconds, as the aiohttp
@@ -580,14 +595,11 @@ class FrontProtocol(asyncio.Protocol):
             return
         if note is not None:
             setattr(protocol, NOTE_ATTRIBUTE, note)
-        self._handed_over = True
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         if self._buffer:
             protocol.data_received(bytes(self._buffer))
         self._buffer.clear()
-        if self._eof:
-            protocol.eof_received()
 
     def _close(self) -> None:
         if self._transport is not None:
@@ -607,7 +619,9 @@ class FrontProtocol(asyncio.Protocol):
         self._idle_timer = None
         loop = asyncio.get_running_loop()
         due = self._idle_since + KEEPALIVE_TIMEOUT
-        if self._task is not None:  # answering: idle at the earliest once it is done
+        if self._task is not None or self._waiting is not None:
+            # Answering, or reading a body (which the stall timer watches): idle at the
+            # earliest once that is done.
             due = loop.time() + KEEPALIVE_TIMEOUT
         elif loop.time() >= due:
             self._close()
@@ -624,17 +638,25 @@ class Front:
     """Makes a :class:`FrontProtocol` per connection, and closes them at shutdown."""
 
     def __init__(
-        self, lane: Lane, fallback: Callable[[], asyncio.Protocol | None], limits: Limits
+        self,
+        lane: Lane,
+        fallback: Callable[[], asyncio.Protocol | None],
+        limits: Limits,
+        *,
+        shutdown_timeout: float,
     ) -> None:
         self._lane = lane
         self._fallback = fallback
         self._limits = limits
+        self._shutdown_timeout = shutdown_timeout
         self._connections: set[FrontProtocol] = set()
 
     def __call__(self) -> FrontProtocol:
         return FrontProtocol(self._lane, self._fallback, self._limits, self._connections)
 
-    def close(self) -> None:
-        """Close idle connections now, busy ones once their answer is sent."""
-        for connection in list(self._connections):
-            connection.close_when_idle()
+    async def shutdown(self) -> None:
+        """Close idle connections now, busy ones once their answer is sent, waiting for
+        those answers up to ``shutdown_timeout``, as aiohttp's server does for its own."""
+        busy = [task for c in list(self._connections) if (task := c.close_when_idle())]
+        if busy:
+            await asyncio.wait(busy, timeout=self._shutdown_timeout)

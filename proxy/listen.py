@@ -108,7 +108,7 @@ class EagerSite(web.BaseSite):
     async def stop(self) -> None:
         await super().stop()
         if self._front is not None:
-            self._front.close()
+            await self._front.shutdown()
 
     def _accept_pending(self, loop: asyncio.AbstractEventLoop, listener: socket.socket) -> None:
         factory: Callable[[], asyncio.Protocol] | None = self._runner.server

@@ -112,7 +112,12 @@ async def start(
     await runner.setup()
     try:
         site = EagerSite(
-            runner, host, port, reuse_port=reuse_port, backlog=BACKLOG, front=_front(app, runner)
+            runner,
+            host,
+            port,
+            reuse_port=reuse_port,
+            backlog=BACKLOG,
+            front=_front(app, runner, shutdown_timeout),
         )
         await site.start()
     except BaseException:
@@ -121,7 +126,7 @@ async def start(
     return runner
 
 
-def _front(app: web.Application, runner: web.AppRunner) -> Front | None:
+def _front(app: web.Application, runner: web.AppRunner, shutdown_timeout: float) -> Front | None:
     """The first reader of each connection, answering plain ``/api/*`` requests itself."""
     lane = api_lane(app)
     if lane is None:
@@ -133,7 +138,12 @@ def _front(app: web.Application, runner: web.AppRunner) -> Front | None:
         body_stall=app[SETTINGS].upstream.timeout,
     )
     # runner.server is None once the runner shuts down.
-    return Front(lane, lambda: runner.server() if runner.server else None, limits)
+    return Front(
+        lane,
+        lambda: runner.server() if runner.server else None,
+        limits,
+        shutdown_timeout=shutdown_timeout,
+    )
 
 
 async def serve_until_signalled(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,8 +21,11 @@ from typing import Any
 import aiohttp
 import httptools
 import pytest
+from aiohttp.test_utils import unused_port
 
 from proxy import front
+from proxy.keys import UPSTREAM
+from proxy.lifecycle import LIFECYCLE
 from tests.conftest import Proxy, ProxyFactory
 
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -399,16 +404,89 @@ async def test_a_client_silent_mid_body_gets_408_after_upstream_timeout(
     assert all(r.body_length < 5000 for r in uploads)  # nothing reached Zoom as complete
 
 
-async def test_a_client_that_half_closes_after_pipelining_gets_every_answer(
-    proxy: Proxy, cookie: str
+async def test_a_client_that_leaves_cancels_its_call_to_zoom(proxy: Proxy, cookie: str) -> None:
+    emulator = proxy.zoom.emulator
+    lifecycle = proxy.app[LIFECYCLE]
+    async with connection(proxy) as (_, writer):
+        writer.write(request("GET", "/api/_test/hold_headers", cookie))
+        await emulator.wait_for_held()
+        assert lifecycle.in_flight == 1
+    await asyncio.wait_for(emulator.wait_for_counter("holds_aborted", 1), timeout=10)
+    assert lifecycle.in_flight == 0
+    assert proxy.app[UPSTREAM].in_use == 0
+
+
+async def test_a_client_that_reads_nothing_is_sent_nothing_more(proxy: Proxy, cookie: str) -> None:
+    """Pipelined requests wait while answers pile up unread: the proxy stops asking Zoom."""
+    pipelined = 300
+    download = request("GET", "/api/_test/download?bytes=65536", cookie)
+    host, port = proxy.url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
+        writer.write(download * pipelined)
+        counter = proxy.zoom.emulator.wait_for_counter("api_ok", pipelined)
+        with pytest.raises(TimeoutError):  # what piles up is bounded: Zoom stops being asked
+            await asyncio.wait_for(counter, timeout=2)
+        answers = await read_answers(reader, pipelined)  # and reading lets it all through
+    finally:
+        writer.close()
+    assert [len(a.body) for a in answers] == [65536] * pipelined
+
+
+async def test_shutdown_lets_an_answer_being_sent_finish(proxy: Proxy, cookie: str) -> None:
+    emulator = proxy.zoom.emulator
+    async with connection(proxy) as (reader, writer):
+        writer.write(request("GET", "/api/_test/hold_headers", cookie))
+        await emulator.wait_for_held()
+        stopping = asyncio.ensure_future(proxy.runner.cleanup())
+        emulator.release_held()
+        [answer] = await read_answers(reader, 1)
+        await stopping
+    assert answer.status == 200
+    assert answer.json() == {"released": True}
+
+
+async def test_the_lane_counts_logs_and_names_each_request(
+    proxy: Proxy, cookie: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    async with connection(proxy) as (reader, writer):
+        writer.write(request("GET", "/api/users/me", cookie, "X-Request-ID: trace-42"))
+        [answer] = await read_answers(reader, 1)
+    assert answer.header("X-Request-ID") == "trace-42"
+    [line] = [r for r in caplog.records if r.getMessage().startswith("GET /api/users/me ")]
+    assert line.access["request_id"] == "trace-42"  # type: ignore[attr-defined]
+    assert line.access["status"] == 200  # type: ignore[attr-defined]
+    assert line.access["user_id"] == proxy.zoom.emulator.user.id  # type: ignore[attr-defined]
+    async with aiohttp.ClientSession() as client, client.get(f"{proxy.url}/metrics") as metrics:
+        text = await metrics.text()
+    assert 'zoom_proxy_requests_total{method="GET",route="api",status="2xx"} 1.0' in text
+
+
+BROWSER_ONLY = {
+    "a cross-origin POST": (["Origin: https://evil.example"], 403),
+    "a cross-site POST": (["Sec-Fetch-Site: cross-site"], 403),
+}
+
+
+@pytest.mark.parametrize(("headers", "status"), BROWSER_ONLY.values(), ids=BROWSER_ONLY.keys())
+async def test_what_a_browser_sent_cross_origin_is_screened(
+    proxy: Proxy, cookie: str, headers: list[str], status: int
 ) -> None:
     async with connection(proxy) as (reader, writer):
-        writer.write(
-            request("GET", "/api/_test/echo/one", cookie)
-            + request("GET", "/api/_test/echo/two", cookie)
-        )
-        writer.write_eof()
-        one, two = await read_answers(reader, 2)
-        assert await asyncio.wait_for(reader.read(), timeout=10) == b""
-    assert one.json()["raw_path"] == "/v2/_test/echo/one"
-    assert two.json()["raw_path"] == "/v2/_test/echo/two"
+        writer.write(request("POST", "/api/_test/echo/x", cookie, *headers, body=b"{}"))
+        [answer] = await read_answers(reader, 1)
+    assert answer.status == status
+    assert [r for r in proxy.zoom.emulator.api_requests if r.raw_path == "/v2/_test/echo/x"] == []
+
+
+async def test_a_navigation_gets_a_page_not_json(make_proxy: ProxyFactory, cookie: str) -> None:
+    dead_api = await make_proxy(zoom={"api_base_url": f"http://127.0.0.1:{unused_port()}/v2"})
+    async with connection(dead_api) as (reader, writer):
+        writer.write(request("GET", "/api/users/me", cookie, "Accept: text/html"))
+        [answer] = await read_answers(reader, 1)
+    assert answer.status == 502
+    assert (answer.header("Content-Type") or "").startswith("text/html")

@@ -11,14 +11,13 @@ from proxy.front import BodyStream, Limits, parse_head
 LIMITS = Limits(max_line_size=100, max_field_size=200, max_whole_body=1000, body_stall=1.0)
 
 
-def head_bytes(*lines: str, start: str = "GET /api/x?a=%252F HTTP/1.1") -> bytes:
-    return ("\r\n".join([start, *lines]) + "\r\n\r\n").encode()
+def head_bytes(*lines: str, start: str = "GET /api/x?a=%252F HTTP/1.1", host: bool = True) -> bytes:
+    """A head with ``lines``, after a ``Host`` unless ``host`` is false."""
+    return ("\r\n".join([start, *(["Host: h"] if host else []), *lines]) + "\r\n\r\n").encode()
 
 
 def test_a_plain_head_is_read_as_sent() -> None:
-    head = parse_head(
-        head_bytes("Host: h", "X-Trace: one", "x-trace: two", "Content-Length: 12"), LIMITS
-    )
+    head = parse_head(head_bytes("X-Trace: one", "x-trace: two", "Content-Length: 12"), LIMITS)
     assert head is not None
     assert head.method == "GET"
     assert head.target == "/api/x?a=%252F"
@@ -53,10 +52,14 @@ NOT_PLAIN = {
     "a header over the field limit": head_bytes(f"X-Big: {'y' * 200}"),
     "too many headers": head_bytes(*(f"X-{n}: v" for n in range(101))),
     "a folded line": head_bytes("X-A: one", " two"),
-    "a space before the colon": head_bytes("Host : h"),
+    "a space before the colon": head_bytes("Host : h", host=False),
+    "no Host": head_bytes(host=False),
+    "two Hosts": head_bytes("Host: other"),
+    "two User-Agents": head_bytes("User-Agent: a", "User-Agent: b"),
+    "two Content-Types": head_bytes("Content-Type: a/b", "Content-Type: c/d"),
     "a bare line feed": b"GET /api/x HTTP/1.1\nHost: h\r\n\r\n",
     "not HTTP": b"\x16\x03\x01\x02\x00\x01\x00\x01\r\n\r\n",
-    "a second message inside": b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
+    "a second message inside": b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
 }
 
 
@@ -93,3 +96,53 @@ async def test_a_streamed_body_whose_client_left_fails_its_reader() -> None:
     assert await stream.readany() == b"abc"
     with pytest.raises(ConnectionResetError):
         await stream.readany()
+
+
+class Sink:
+    """A transport as BodyStream uses one: what was written, and whether it closed."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closing = False
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def write(self, data: bytes) -> None:
+        if self.closing:  # as uvloop's transports do
+            raise RuntimeError("unable to perform operation on a closed transport")
+        self.written += data
+
+
+def streaming_to(sink: Sink, length: int) -> BodyStream:
+    stream = BodyStream(length, on_taken=lambda: None)
+    stream.stream_to(sink, limit=1 << 16)  # type: ignore[arg-type]
+    return stream
+
+
+async def test_a_streamed_body_goes_straight_to_the_sink_behind_what_waits() -> None:
+    sink = Sink()
+    stream = BodyStream(9, on_taken=lambda: None)
+    stream.feed(b"abc")  # before the sink: waits to be read
+    stream.stream_to(sink, limit=1 << 16)  # type: ignore[arg-type]
+    stream.feed(b"def")  # must not overtake "abc"
+    assert sink.written == b""
+    assert await stream.readany() == b"abc"
+    assert await stream.readany() == b"def"
+    stream.feed(b"ghi")  # nothing waits now: straight through
+    assert sink.written == b"ghi"
+    assert await stream.readany() == b""
+
+
+async def test_a_streamed_body_whose_sink_closed_is_read_and_dropped() -> None:
+    sink = Sink()
+    stream = streaming_to(sink, 6)
+    stream.feed(b"abc")
+    sink.closing = True  # Zoom answered early and closed
+    assert stream.feed(b"defGET /") == b"GET /"
+    assert stream.unread == 0
+    assert sink.written == b"abc"
+    assert await stream.readany() == b""
