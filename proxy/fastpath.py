@@ -35,10 +35,12 @@ from aiohttp import web
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE
 
+from .body_stream import BodyStream, ClientLeft
 from .errors import ClientTooSlow, ProxyError, RefreshRejected, UnsafePath
 from .forward import SMALL_BODY, RefusedByZoom, upstream_target, whole_body
-from .front import BodyStream, ClientLeft, Handover, Head, Job, Reply
+from .front import Handover, Job, Reply
 from .headers import headers_for_client, headers_for_zoom
+from .heads import Head
 from .http_errors import json_answer, log_refusal, login_url
 from .keys import REFRESHER, SESSIONS, SETTINGS, STORAGE, UPSTREAM
 from .lifecycle import LIFECYCLE

@@ -102,7 +102,7 @@ async def read_body(request: web.Request, *, max_replay: int, stall_limit: float
 
 
 class BodyReader(Protocol):
-    """A request body as it arrives: aiohttp's, or :class:`proxy.front.BodyStream`."""
+    """A request body as it arrives: aiohttp's, or :class:`proxy.body_stream.BodyStream`."""
 
     async def readany(self) -> bytes:
         """Some of the body, or ``b""`` at its end."""

@@ -19,15 +19,14 @@ over); a larger one reaches the job as a :class:`BodyStream` while it arrives.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-import httptools
-
+from .body_stream import BodyStream, ClientLeft
 from .errors import ClientTooSlow
+from .heads import Head, Limits, parse_head
 
 log = logging.getLogger(__name__)
 
@@ -40,45 +39,6 @@ _READ_AHEAD = 1 << 16
 #: ``read_bufsize`` in :mod:`proxy.serve`).
 _BODY_AHEAD = 1 << 19
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-#: Requests with more headers than this go to aiohttp (which allows 128).
-_MAX_HEADERS = 100
-#: Headers aiohttp's parser refuses to see twice (``SINGLETON_HEADERS``): such a request
-#: is aiohttp's to refuse. So is one without ``Host``.
-_SINGLETONS = frozenset(
-    {
-        "content-length",
-        "content-location",
-        "content-range",
-        "content-type",
-        "etag",
-        "host",
-        "max-forwards",
-        "server",
-        "transfer-encoding",
-        "user-agent",
-    }
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Head:
-    """A parsed request head, as the client sent it."""
-
-    method: str
-    #: The request target, undecoded (``/api/meetings/%252F...?a=b``).
-    target: str
-    #: Names as spelled by the client, in order, repeats kept.
-    headers: list[tuple[str, str]]
-    #: The first value of each header, by lower-case name.
-    first: dict[str, str]
-    #: Lower-case names sent more than once.
-    repeated: frozenset[str]
-    keep_alive: bool
-    content_length: int
-
-    @property
-    def expects_continue(self) -> bool:
-        return self.first.get("expect", "").lower() == "100-continue"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,112 +71,6 @@ class Lane(Protocol):
 
     def take(self, head: Head) -> Job | None:
         """A job for this request, or ``None`` to leave it (and the connection) to aiohttp."""
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """aiohttp's parser limits (the lane must be no more lenient than them), the largest
-    body read whole before its job starts, and how long a client may stay silent
-    mid-body before it is given up on (:class:`ClientTooSlow`)."""
-
-    max_line_size: int
-    max_field_size: int
-    max_whole_body: int
-    body_stall: float
-
-
-class _HeadParser:
-    """httptools callbacks collecting one head (its bytes are fed whole)."""
-
-    __slots__ = ("complete", "extra", "headers", "keep_alive", "method", "parser", "target")
-
-    def __init__(self) -> None:
-        self.parser = httptools.HttpRequestParser(self)
-        self.target = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        #: Set at the end of the head, while the parser still describes this message.
-        self.complete = False
-        self.method = b""
-        self.keep_alive = False
-        #: Bytes past the end of the head (a body, a second message): not a plain head.
-        self.extra = False
-
-    def on_message_begin(self) -> None:
-        if self.complete:
-            self.extra = True
-
-    def on_url(self, url: bytes) -> None:
-        self.target += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        parser = self.parser
-        # HTTP/1.1 only: 1.0's keep-alive rules and 2.0 are aiohttp's to handle.
-        self.complete = parser.get_http_version() == "1.1" and not parser.should_upgrade()
-        self.method = parser.get_method()
-        self.keep_alive = parser.should_keep_alive()
-
-    def on_body(self, body: bytes) -> None:
-        self.extra = True
-
-
-def parse_head(raw: bytes, limits: Limits) -> Head | None:
-    """``raw`` (through the blank line) as a :class:`Head`, or ``None`` if it is anything
-    but a plain HTTP/1.1 head that aiohttp would accept, its body (if any) framed by
-    ``Content-Length``."""
-    collected = _HeadParser()
-    try:
-        collected.parser.feed_data(raw)
-    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-        return None
-    if (
-        not collected.complete
-        or collected.extra
-        or len(collected.target) > limits.max_line_size
-        or len(collected.headers) > _MAX_HEADERS
-    ):
-        return None
-    headers: list[tuple[str, str]] = []
-    first: dict[str, str] = {}
-    repeated: set[str] = set()
-    for raw_name, raw_value in collected.headers:
-        if len(raw_name) + len(raw_value) > limits.max_field_size:
-            return None
-        name = raw_name.decode("latin-1")
-        value = raw_value.decode("utf-8", "surrogateescape")
-        headers.append((name, value))
-        lower = _lower(name)
-        if lower in first:
-            repeated.add(lower)
-        else:
-            first[lower] = value
-    if "transfer-encoding" in first or "host" not in first or repeated & _SINGLETONS:
-        return None
-    length = first.get("content-length", "0")
-    if not (length.isascii() and length.isdigit()):
-        return None
-    return Head(
-        method=collected.method.decode("ascii"),
-        target=collected.target.decode("utf-8", "surrogateescape"),
-        headers=headers,
-        first=first,
-        repeated=frozenset(repeated),
-        keep_alive=collected.keep_alive,
-        content_length=int(length),
-    )
-
-
-class _LowerNames(dict[str, str]):
-    def __missing__(self, name: str) -> str:
-        lower = name.lower()
-        if len(self) < 1024:
-            self[name] = lower
-        return lower
-
-
-_lower = _LowerNames().__getitem__
 
 
 class Reply:
@@ -262,101 +116,6 @@ class Reply:
             else:
                 waiter.set_exception(exc)
                 waiter.exception()
-
-
-class ClientLeft(ConnectionResetError):
-    """The client closed its connection before the whole request body arrived."""
-
-
-class BodyStream:
-    """A request body too large to read whole (``Content-Length`` framed), as it arrives.
-
-    Read with :meth:`readany`, or iterated. After :meth:`stream_to`, pieces go straight
-    to the sink while it keeps up, and only the others are read: for uploads, a
-    coroutine step per piece was the larger part of the proxy's CPU per byte.
-    """
-
-    __slots__ = ("_error", "_limit", "_on_taken", "_pieces", "_sink", "_waiter", "queued", "unread")
-
-    def __init__(self, length: int, on_taken: Callable[[], None]) -> None:
-        #: Bytes the client has still to send.
-        self.unread = length
-        #: Bytes arrived and not yet read.
-        self.queued = 0
-        self._pieces: collections.deque[bytes] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._error: BaseException | None = None
-        self._on_taken = on_taken
-        self._sink: asyncio.Transport | None = None
-        self._limit = 0
-
-    def stream_to(self, sink: asyncio.Transport, limit: int) -> None:
-        """From now on, write pieces straight to ``sink`` while its buffer is under
-        ``limit`` and none are waiting to be read (they go first)."""
-        self._sink, self._limit = sink, limit
-
-    def feed(self, data: bytes) -> bytes:
-        """Take this body's part of ``data``; the rest (the next request's) is returned."""
-        rest = b""
-        if len(data) > self.unread:
-            data, rest = data[: self.unread], data[self.unread :]
-        if data:
-            self.unread -= len(data)
-            sink = self._sink
-            if sink is not None and sink.is_closing():
-                pass  # Zoom has answered (or gone): the rest is read and dropped
-            elif (
-                sink is not None and not self._pieces and sink.get_write_buffer_size() < self._limit
-            ):
-                sink.write(data)
-                if self.unread:
-                    return rest  # the reader has nothing to do yet
-            else:
-                self.queued += len(data)
-                self._pieces.append(data)
-            self._wake()
-        return rest
-
-    def fail(self, error: BaseException) -> None:
-        """The rest will never come."""
-        if self.unread:
-            self._error = error
-            self._wake()
-
-    @property
-    def waiting(self) -> bool:
-        """Whether its reader waits for the client."""
-        return self._waiter is not None
-
-    async def readany(self) -> bytes:
-        """What has arrived since the last read, waiting for some; ``b""`` at the end."""
-        while not self._pieces:
-            if not self.unread:
-                return b""
-            if self._error is not None:
-                raise self._error
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        piece = self._pieces.popleft()
-        self.queued -= len(piece)
-        self._on_taken()
-        return piece
-
-    def __aiter__(self) -> BodyStream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        piece = await self.readany()
-        if not piece:
-            raise StopAsyncIteration
-        return piece
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
 
 
 class FrontProtocol(asyncio.Protocol):

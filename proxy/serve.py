@@ -22,7 +22,8 @@ from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from .fastpath import api_lane
-from .front import NOTE_ATTRIBUTE, Front, Limits
+from .front import NOTE_ATTRIBUTE, Front
+from .heads import Limits
 from .keys import SETTINGS
 from .lifecycle import LIFECYCLE
 from .listen import EagerSite

@@ -43,7 +43,7 @@ RawHeaders = list[tuple[bytes, bytes]]
 @runtime_checkable
 class DirectBody(Protocol):
     """A streamed request body of exactly its declared length that writes itself to the
-    connection as it arrives, while the connection keeps up (:class:`proxy.front.BodyStream`).
+    connection as it arrives, while the connection keeps up (:class:`proxy.body_stream.BodyStream`).
     Iterated, it yields only what it could not write at once."""
 
     def stream_to(self, sink: asyncio.Transport, limit: int) -> None:
