@@ -122,6 +122,14 @@ async def cookie(proxy: Proxy) -> str:
     return await signed_in_cookie(proxy)
 
 
+@pytest.fixture
+async def streaming(make_proxy: ProxyFactory) -> tuple[Proxy, str]:
+    """A proxy that streams every body over 1,000 bytes (too large to keep and send
+    again), and a signed-in cookie for it."""
+    proxy = await make_proxy(upstream={"max_replay_body": 1000})
+    return proxy, await signed_in_cookie(proxy)
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -200,10 +208,9 @@ async def test_a_body_sent_in_pieces_reaches_zoom_whole(proxy: Proxy, cookie: st
 
 
 async def test_an_upload_over_the_replay_limit_streams_to_zoom_whole(
-    make_proxy: ProxyFactory,
+    streaming: tuple[Proxy, str],
 ) -> None:
-    proxy = await make_proxy(upstream={"max_replay_body": 1000})
-    cookie = await signed_in_cookie(proxy)
+    proxy, cookie = streaming
     body = bytes(range(251)) * 12_000  # 3 MB: past every buffer on the way
     async with connection(proxy) as (reader, writer):
         writer.write(request("PUT", "/api/_test/upload", cookie, f"Content-Length: {len(body)}"))
@@ -216,10 +223,9 @@ async def test_an_upload_over_the_replay_limit_streams_to_zoom_whole(
 
 
 async def test_a_request_pipelined_behind_a_streamed_body_is_answered_next(
-    make_proxy: ProxyFactory,
+    streaming: tuple[Proxy, str],
 ) -> None:
-    proxy = await make_proxy(upstream={"max_replay_body": 1000})
-    cookie = await signed_in_cookie(proxy)
+    proxy, cookie = streaming
     body = b"s" * 5000
     async with connection(proxy) as (reader, writer):
         writer.write(
@@ -271,10 +277,9 @@ async def test_zooms_401_sends_a_replayable_body_to_zoom_once_more_not_twice(
 
 
 async def test_a_streamed_upload_zoom_refuses_gets_its_401_with_the_refreshed_cookie(
-    make_proxy: ProxyFactory,
+    streaming: tuple[Proxy, str],
 ) -> None:
-    proxy = await make_proxy(upstream={"max_replay_body": 1000})
-    cookie = await signed_in_cookie(proxy)
+    proxy, cookie = streaming
     proxy.zoom.emulator.expire_access_tokens()
     async with connection(proxy) as (reader, writer):
         writer.write(request("PUT", "/api/_test/upload", cookie, body=b"u" * 5000))
@@ -295,10 +300,9 @@ async def test_a_streamed_upload_zoom_refuses_gets_its_401_with_the_refreshed_co
 
 
 async def test_a_streamed_upload_whose_refresh_zoom_refuses_signs_the_user_out(
-    make_proxy: ProxyFactory,
+    streaming: tuple[Proxy, str],
 ) -> None:
-    proxy = await make_proxy(upstream={"max_replay_body": 1000})
-    cookie = await signed_in_cookie(proxy)
+    proxy, cookie = streaming
     proxy.zoom.emulator.expire_access_tokens()
     proxy.zoom.emulator.revoke_all()
     async with connection(proxy) as (reader, writer):

@@ -264,6 +264,25 @@ async def collect(response: Response, into: bytearray) -> None:
         into += chunk
 
 
+async def get_fails(pool: Pool, error: type[Exception]) -> None:
+    """``GET /x`` fails with ``error``, and leaves no connection in use or idle."""
+    with pytest.raises(error):
+        await asyncio.wait_for(pool.request("GET", "/x", [], None), GUARD)
+    assert (pool.in_use, pool.idle) == (0, 0)
+
+
+async def body_before_it_broke_off(pool: Pool) -> bytes:
+    """What ``GET /x``'s body gave before :class:`BodyBrokeOff`; the connection is not
+    kept, in use or idle."""
+    response = await asyncio.wait_for(pool.request("GET", "/x", [], None), GUARD)
+    received = bytearray()
+    with pytest.raises(BodyBrokeOff):
+        await asyncio.wait_for(collect(response, received), GUARD)
+    response.release()
+    assert (pool.in_use, pool.idle) == (0, 0)
+    return bytes(received)
+
+
 # -- the request on the wire ----------------------------------------------------------------
 
 
@@ -580,9 +599,7 @@ async def test_zoom_closing_before_answering_is_unreachable(serve: Serve, pools:
 
     server = await serve(handler)
     pool = pools(server.origin)
-    with pytest.raises(UpstreamUnreachable):
-        await asyncio.wait_for(pool.request("GET", "/x", [], None), GUARD)
-    assert (pool.in_use, pool.idle) == (0, 0)
+    await get_fails(pool, UpstreamUnreachable)
 
 
 async def test_zoom_never_answering_times_out_after_read_timeout(
@@ -594,17 +611,13 @@ async def test_zoom_never_answering_times_out_after_read_timeout(
 
     server = await serve(handler)
     pool = pools(server.origin, read_timeout=SHORT)
-    with pytest.raises(UpstreamTimeout):
-        await asyncio.wait_for(pool.request("GET", "/x", [], None), GUARD)
-    assert (pool.in_use, pool.idle) == (0, 0)
+    await get_fails(pool, UpstreamTimeout)
     await wait(server.connections[0].ended)
 
 
 async def test_a_refused_connection_is_unreachable(pools: Pools) -> None:
     pool = pools(f"http://127.0.0.1:{unused_port()}")
-    with pytest.raises(UpstreamUnreachable):
-        await asyncio.wait_for(pool.request("GET", "/x", [], None), GUARD)
-    assert (pool.in_use, pool.idle) == (0, 0)
+    await get_fails(pool, UpstreamUnreachable)
 
 
 async def test_an_answer_that_is_not_http_is_unreachable(serve: Serve, pools: Pools) -> None:
@@ -615,9 +628,7 @@ async def test_an_answer_that_is_not_http_is_unreachable(serve: Serve, pools: Po
 
     server = await serve(handler)
     pool = pools(server.origin)
-    with pytest.raises(UpstreamUnreachable):
-        await asyncio.wait_for(pool.request("GET", "/x", [], None), GUARD)
-    assert (pool.in_use, pool.idle) == (0, 0)
+    await get_fails(pool, UpstreamUnreachable)
     await wait(server.connections[0].ended)
 
 
@@ -632,13 +643,7 @@ async def test_a_body_cut_short_by_a_close_breaks_off(serve: Serve, pools: Pools
 
     server = await serve(handler)
     pool = pools(server.origin)
-    response = await asyncio.wait_for(pool.request("GET", "/x", [], None), GUARD)
-    received = bytearray()
-    with pytest.raises(BodyBrokeOff):
-        await asyncio.wait_for(collect(response, received), GUARD)
-    assert received == b"0123456789"
-    response.release()
-    assert (pool.in_use, pool.idle) == (0, 0)
+    assert await body_before_it_broke_off(pool) == b"0123456789"
 
 
 async def test_a_body_that_goes_silent_breaks_off_after_read_timeout(
@@ -651,13 +656,7 @@ async def test_a_body_that_goes_silent_breaks_off_after_read_timeout(
 
     server = await serve(handler)
     pool = pools(server.origin, read_timeout=SHORT)
-    response = await asyncio.wait_for(pool.request("GET", "/x", [], None), GUARD)
-    received = bytearray()
-    with pytest.raises(BodyBrokeOff):
-        await asyncio.wait_for(collect(response, received), GUARD)
-    assert received == b"0123456789"
-    response.release()
-    assert (pool.in_use, pool.idle) == (0, 0)
+    assert await body_before_it_broke_off(pool) == b"0123456789"
     await wait(server.connections[0].ended)
 
 
