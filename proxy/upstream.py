@@ -323,9 +323,10 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         transport.write(head)
+        # A direct body writes part of itself, and guarantees its declared length.
         direct = isinstance(body, DirectBody)
-        if isinstance(body, DirectBody):
-            body.stream_to(transport, self._pool.buffer_limit)
+        if direct:
+            cast(DirectBody, body).stream_to(transport, self._pool.buffer_limit)
         sent = 0
         async for chunk in body:
             if not self.alive or self._body_done:
