@@ -96,11 +96,13 @@ class RedisURL:
 
 @dataclass(frozen=True, slots=True)
 class ListenSettings:
-    """Where the server listens, and how long it drains after SIGTERM (seconds)."""
+    """Where the server listens, how long it drains after SIGTERM, and how long a
+    request's head may take to arrive once it has started (seconds)."""
 
     host: str = "0.0.0.0"  # noqa: S104 - in a container the proxy serves other hosts
     port: int = 8080
     shutdown_timeout: float = 10.0
+    head_timeout: float = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,6 +532,7 @@ _CONVERTERS: dict[str, _Convert] = {
     "listen.host": _text,
     "listen.port": _checked(_integer, "between 1 and 65535", lambda n: 1 <= n <= 65535),
     "listen.shutdown_timeout": _non_negative,
+    "listen.head_timeout": _positive,
     "public_url": _public_url,
     "trust_forwarded_headers": _boolean,
     "zoom.client_id": _text,

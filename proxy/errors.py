@@ -5,8 +5,13 @@ them; :mod:`proxy.http_errors` turns them into responses in exactly one place::
 
     ProxyError                          (500 internal_error)
     ├── BadRequest                      (400 bad_request)
+    │   ├── NotHttp                     (400 bad_request)
+    │   ├── UpgradeRefused              (400 upgrade_refused)
+    │   ├── RequestLineTooLong          (414 uri_too_long)
+    │   ├── HeadTooLarge                (431 headers_too_large)
     │   ├── UnsafePath                  (400 unsafe_path)
     │   ├── ClientTooSlow               (408 client_too_slow)
+    │   │   └── HeadTooSlow             (408 client_too_slow)
     │   ├── LoginStateInvalid           (400 invalid_state)
     │   └── CodeRejected                (400 invalid_code)
     ├── Unauthenticated                 (401 unauthenticated)
@@ -17,9 +22,13 @@ them; :mod:`proxy.http_errors` turns them into responses in exactly one place::
     ├── TokenEndpointInvalid            (502 token_endpoint_invalid)
     ├── TokenEndpointUnavailable        (503 token_endpoint_unavailable)
     ├── SessionStoreUnavailable         (503 session_store_unavailable)
+    ├── SlowHeadsOverBudget             (503 server_busy)
     ├── RefreshBusy                     (503 refresh_in_progress)
     ├── UpstreamTimeout                 (504 upstream_timeout)
     └── RefreshRejected                 (401 unauthenticated, and the session is cleared)
+
+The errors a request's framing can cause (:class:`NotHttp` to
+:class:`SlowHeadsOverBudget`) end the connection: nothing after such a request is read.
 
 Messages are written for the person who has to act on them and never contain a
 token, an authorization code, a cookie value or the client secret.
@@ -48,6 +57,33 @@ class BadRequest(ProxyError):
     default_message = "The request is malformed."
 
 
+class NotHttp(BadRequest):
+    default_message = "The request is not valid HTTP/1.1."
+
+
+class UpgradeRefused(BadRequest):
+    code = "upgrade_refused"
+    default_message = (
+        "The proxy switches no protocol: Upgrade and CONNECT are refused. "
+        "Zoom's REST API is plain HTTP/1.1."
+    )
+
+
+class RequestLineTooLong(BadRequest):
+    status = 414
+    code = "uri_too_long"
+    default_message = "The request line is too long: the proxy takes up to 16 KiB."
+
+
+class HeadTooLarge(BadRequest):
+    status = 431
+    code = "headers_too_large"
+    default_message = (
+        "The request's headers are too large: the proxy takes up to 32 KiB a header "
+        "and 64 KiB in all."
+    )
+
+
 class UnsafePath(BadRequest):
     code = "unsafe_path"
     default_message = (
@@ -60,6 +96,10 @@ class ClientTooSlow(BadRequest):
     status = 408
     code = "client_too_slow"
     default_message = "The request body stalled; send it again."
+
+
+class HeadTooSlow(ClientTooSlow):
+    default_message = "The request's headers did not arrive in time; send it again."
 
 
 class LoginStateInvalid(BadRequest):
@@ -133,6 +173,14 @@ class SessionStoreUnavailable(ProxyError):
         "The proxy's session store (Redis) is unreachable, so this request cannot be served "
         "safely. Your session is kept; retry shortly."
     )
+
+
+class SlowHeadsOverBudget(ProxyError):
+    """Partial request heads held across all connections reached their memory budget."""
+
+    status = 503
+    code = "server_busy"
+    default_message = "Too many requests are arriving slowly right now; send it again shortly."
 
 
 class RefreshBusy(ProxyError):

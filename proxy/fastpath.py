@@ -23,13 +23,10 @@ metrics, access-log line and in-flight count.
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from http import HTTPStatus
 
 from aiohttp import web
 from aiohttp.helpers import rfc822_formatted_time
@@ -41,7 +38,7 @@ from .forward import SMALL_BODY, RefusedByZoom, upstream_target, whole_body
 from .front import Handover, Job, Reply
 from .headers import headers_for_client, headers_for_zoom
 from .heads import Head
-from .http_errors import json_answer, log_refusal, login_url
+from .http_errors import log_refusal, login_url, raw_json_answer, status_line
 from .keys import REFRESHER, SESSIONS, SETTINGS, STORAGE, UPSTREAM
 from .lifecycle import LIFECYCLE
 from .logs import accepted_request_id, client_address, current_request_id, log_access
@@ -52,22 +49,11 @@ from .upstream import Response
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 _SAME_ORIGIN_FETCH = frozenset({"same-origin", "none"})
-#: Answers that never have a body (RFC 9110, 6.4.1).
-_NO_BODY = frozenset({204, 304})
 #: Response headers the lane adds when Zoom sent none, as aiohttp does (Content-Length:
 #: its own, for the body actually sent, but Zoom's for a HEAD).
 _DEFAULTED = frozenset({"content-length", "date", "server", "content-type"})
 
 _access_log = logging.getLogger("aiohttp.access")
-
-
-@functools.cache
-def _status_line(status: int) -> str:
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:
-        reason = ""
-    return f"HTTP/1.1 {status} {reason}\r\n"
 
 
 class ApiLane:
@@ -126,18 +112,12 @@ class ApiLane:
         """The answer for ``error``, as :func:`proxy.http_errors.render_error` gives it
         to a script (the lane takes no browser navigations), with ``cookie``."""
         log_refusal(head.method, head.target, error)
-        headers, body = json_answer(error, login_url(self.settings.public_url, head.target))
         if isinstance(error, RefreshRejected):  # the session is over: its cookies go
             cookie = self._cookie(head, "")
-        lines = [_status_line(error.status)]
-        lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
-        lines += [f"Set-Cookie: {value}\r\n" for value in cookie]
-        lines.append("Content-Type: application/json; charset=utf-8\r\n")
-        lines.append(f"Date: {rfc822_formatted_time()}\r\nServer: {SERVER_SOFTWARE}\r\n")
-        payload = json.dumps(body).encode()
-        _common_headers(lines, request_id, head.keep_alive)
-        lines.append(f"Content-Length: {len(payload)}\r\n\r\n")
-        return _joined(lines) + payload
+        extra = [f"Set-Cookie: {value}\r\n" for value in cookie]
+        extra.append(f"X-Request-ID: {request_id}\r\nVary: Origin\r\n")
+        login = login_url(self.settings.public_url, head.target)
+        return raw_json_answer(error, login, extra, close=not head.keep_alive)
 
     def record(self, call: _Call, seconds: float, peer: str | None, *, access_log: bool) -> None:
         """Metrics, and the access-log line for an answer sent, as the aiohttp path's
@@ -266,7 +246,7 @@ async def _relay(
     """Zoom's answer to the client: whole when small, else streamed as it arrives."""
     status = upstream.status
     length = upstream.content_length
-    lines = [_status_line(status)]
+    lines = [status_line(status)]
     named: set[str] = set()
     for name, value in headers_for_client(upstream.headers):
         lower = name.lower()
@@ -281,7 +261,7 @@ async def _relay(
     if "server" not in named:
         lines.append(f"Server: {SERVER_SOFTWARE}\r\n")
     _common_headers(lines, request_id, head.keep_alive)
-    if head.method == "HEAD" or status in _NO_BODY or status < 200:
+    if upstream.bodiless:
         lines.append("\r\n")
         reply.write(_joined(lines))
         return

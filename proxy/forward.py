@@ -224,6 +224,9 @@ async def _relay(
         # session middleware does not save into streamed responses.
         await request.app[STORAGE].save_session(request, response, await get_session(request))
     await prepare(request, response)
+    if upstream.bodiless:
+        await response.write_eof()
+        return response
     if upstream.content_length is not None and request.transport is not None:
         # Zoom's bytes are exactly what the client must get: they skip the coroutine.
         upstream.stream_to(request.transport)

@@ -14,6 +14,13 @@ answer itself, and sees it exactly as the client sent it.
 Requests are answered one at a time; pipelined ones wait in the buffer. A body up to
 ``max_whole_body`` bytes is read whole before its job starts (it can still be handed
 over); a larger one reaches the job as a :class:`BodyStream` while it arrives.
+
+A request whose framing no transport may take (:func:`proxy.heads.framing_refusal`) is
+refused here, and the connection closes with nothing after it read. So is a head that
+grows past ``max_head_size``, takes over ``head_timeout`` to arrive, or would take the
+partial heads held over all connections past their :class:`HeadBudget`. A partial head
+that llhttp already finds invalid (bare LF line ends, a TLS handshake) is handed over
+at once, for aiohttp to refuse.
 """
 
 from __future__ import annotations
@@ -24,8 +31,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, cast
 
+import httptools
+
 from .body_stream import BodyStream, ClientLeft
-from .errors import ClientTooSlow
+from .errors import (
+    ClientTooSlow,
+    HeadTooLarge,
+    HeadTooSlow,
+    ProxyError,
+    RequestLineTooLong,
+    SlowHeadsOverBudget,
+)
 from .heads import Head, Limits, parse_head
 
 log = logging.getLogger(__name__)
@@ -64,6 +80,57 @@ def take_handover_note(protocol: object) -> object:
     if note is not None:
         setattr(protocol, NOTE_ATTRIBUTE, None)
     return note
+
+
+#: Bytes of partial request heads held over all of a front's connections (each holds at
+#: most ``max_head_size``): 256 slow clients at the largest head, or many more smaller.
+HEAD_BUDGET = 16 << 20
+
+
+class HeadBudget:
+    """The bytes of partial request heads held over all connections, against a limit."""
+
+    __slots__ = ("held", "limit", "peak")
+
+    def __init__(self, limit: int = HEAD_BUDGET) -> None:
+        self.limit = limit
+        self.held = 0
+        #: The most ever held at once.
+        self.peak = 0
+
+    def change(self, before: int, after: int) -> bool:
+        """A head held ``before`` bytes and now ``after``; whether that fits."""
+        held = self.held - before + after
+        if after > before and held > self.limit:
+            self.held -= before
+            return False
+        self.held = held
+        self.peak = max(self.peak, held)
+        return True
+
+
+class _PartialHead:
+    """llhttp's running verdict on a head still arriving, fed each new piece once."""
+
+    __slots__ = ("fed", "parser")
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+        self.fed = 0
+
+    def invalid(self, buffer: bytearray) -> bool:
+        """Whether what has come of the head so far can never start a valid one."""
+        try:
+            self.parser.feed_data(bytes(buffer[self.fed :]))
+        except httptools.HttpParserError:
+            return True
+        finally:
+            self.fed = len(buffer)
+        return False
+
+
+#: The answer that refuses a request and ends its connection, given the client's address.
+Refusal = Callable[[ProxyError, "str | None"], bytes]
 
 
 class Lane(Protocol):
@@ -127,11 +194,15 @@ class FrontProtocol(asyncio.Protocol):
         fallback: Callable[[], asyncio.Protocol | None],
         limits: Limits,
         connections: set[FrontProtocol],
+        refusal: Refusal,
+        budget: HeadBudget,
     ) -> None:
         self._lane = lane
         self._fallback = fallback
         self._limits = limits
         self._connections = connections
+        self._refusal = refusal
+        self._budget = budget
         self._transport: asyncio.Transport | None = None
         self._reply: Reply | None = None
         self._buffer = bytearray()
@@ -146,6 +217,11 @@ class FrontProtocol(asyncio.Protocol):
         #: When the streamed body last moved, and the timer that watches it.
         self._body_moved = 0.0
         self._stall_timer: asyncio.TimerHandle | None = None
+        #: The head still arriving: llhttp's verdict so far, its bytes counted in the
+        #: budget, and the timer that gives up on it.
+        self._partial: _PartialHead | None = None
+        self._head_held = 0
+        self._head_timer: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol
 
@@ -183,6 +259,7 @@ class FrontProtocol(asyncio.Protocol):
         self._connections.discard(self)
         self._stop_idle_timer()
         self._stop_stall_timer()
+        self._head_arrived()
         if self._stream is not None:
             self._stream.fail(ClientLeft("the client has gone"))
         if self._reply is not None:
@@ -217,10 +294,13 @@ class FrontProtocol(asyncio.Protocol):
         if self._waiting is None:
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
-                if len(buffer) > self._limits.max_line_size + self._limits.max_field_size:
-                    self._hand_over()
+                self._head_arriving()
                 return
+            self._head_arrived()
             head = parse_head(bytes(buffer[: end + 4]), self._limits)
+            if isinstance(head, ProxyError):
+                self._refuse(head)
+                return
             job = None if head is None else self._lane.take(head)
             if head is None or job is None:
                 self._hand_over()
@@ -296,6 +376,54 @@ class FrontProtocol(asyncio.Protocol):
         if self._buffer:
             self._next()
 
+    def _head_arriving(self) -> None:
+        """Part of a head is buffered: judge it so far, and bound its size and time."""
+        buffer, limits = self._buffer, self._limits
+        line_end = buffer.find(b"\r\n")
+        if line_end > limits.max_line_size or (line_end < 0 and len(buffer) > limits.max_line_size):
+            self._refuse(RequestLineTooLong())
+            return
+        if len(buffer) > limits.max_head_size or (
+            len(buffer) - buffer.rfind(b"\r\n") - 2 > limits.max_field_size
+        ):
+            self._refuse(HeadTooLarge())
+            return
+        if self._partial is None:
+            self._partial = _PartialHead()
+            self._head_timer = asyncio.get_running_loop().call_later(
+                self._limits.head_timeout, self._refuse, HeadTooSlow()
+            )
+        if self._partial.invalid(buffer):
+            self._hand_over()
+            return
+        if not self._budget.change(self._head_held, len(buffer)):
+            self._head_held = 0
+            self._refuse(SlowHeadsOverBudget())
+            return
+        self._head_held = len(buffer)
+
+    def _head_arrived(self) -> None:
+        """The head is whole (or given up on): it no longer counts, nor is it timed."""
+        if self._partial is not None:
+            self._partial = None
+            self._budget.change(self._head_held, 0)
+            self._head_held = 0
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _refuse(self, error: ProxyError) -> None:
+        """Answer ``error`` and close: nothing after this request is read."""
+        self._head_arrived()
+        self._stop_idle_timer()
+        self._buffer.clear()
+        transport, reply = self._transport, self._reply
+        assert transport is not None
+        assert reply is not None
+        if not transport.is_closing():
+            transport.write(self._refusal(error, reply.peer))
+            transport.close()
+
     def _stall_check(self) -> None:
         """Give up on a client silent mid-body for ``body_stall`` seconds, as the aiohttp
         path does. Time with reading paused (the proxy waiting on Zoom) does not count."""
@@ -345,6 +473,7 @@ class FrontProtocol(asyncio.Protocol):
         assert transport is not None
         self._connections.discard(self)
         self._stop_idle_timer()
+        self._head_arrived()
         if transport.is_closing():
             return
         self._resume_reading()
@@ -402,16 +531,27 @@ class Front:
         fallback: Callable[[], asyncio.Protocol | None],
         limits: Limits,
         *,
+        refusal: Refusal,
         shutdown_timeout: float,
+        head_budget: int = HEAD_BUDGET,
     ) -> None:
         self._lane = lane
         self._fallback = fallback
         self._limits = limits
+        self._refusal = refusal
         self._shutdown_timeout = shutdown_timeout
         self._connections: set[FrontProtocol] = set()
+        self.head_budget = HeadBudget(head_budget)
 
     def __call__(self) -> FrontProtocol:
-        return FrontProtocol(self._lane, self._fallback, self._limits, self._connections)
+        return FrontProtocol(
+            self._lane,
+            self._fallback,
+            self._limits,
+            self._connections,
+            self._refusal,
+            self.head_budget,
+        )
 
     async def shutdown(self) -> None:
         """Close idle connections now, busy ones once their answer is sent, waiting for

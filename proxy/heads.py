@@ -1,6 +1,7 @@
 """Request heads as the connection's first reader (:mod:`proxy.front`) takes them:
 plain HTTP/1.1 that aiohttp's own parser would accept, framed by ``Content-Length``.
-Anything else is left to aiohttp, which judges it.
+Anything else is left to aiohttp, which judges it, except what no transport may take
+(:func:`framing_refusal`): that is refused on either.
 """
 
 from __future__ import annotations
@@ -9,6 +10,11 @@ from dataclasses import dataclass
 
 import httptools
 
+from .errors import NotHttp, ProxyError, UpgradeRefused
+
+#: A ``Content-Length`` of more digits is refused: no body is near 10**18 bytes, and
+#: Python's ``int()`` refuses strings over 4,300 digits.
+MAX_LENGTH_DIGITS = 18
 #: Requests with more headers than this go to aiohttp (which allows 128).
 _MAX_HEADERS = 100
 #: Headers aiohttp's parser refuses to see twice (``SINGLETON_HEADERS``): such a request
@@ -53,19 +59,47 @@ class Head:
 @dataclass(frozen=True, slots=True)
 class Limits:
     """aiohttp's parser limits (the lane must be no more lenient than them), the largest
-    body read whole before its job starts, and how long a client may stay silent
-    mid-body before it is given up on (:class:`ClientTooSlow`)."""
+    body read whole before its job starts, how long a client may stay silent
+    mid-body before it is given up on (:class:`ClientTooSlow`), and how long and large a
+    request head may grow before it is refused (:class:`HeadTooSlow`, 431)."""
 
     max_line_size: int
     max_field_size: int
     max_whole_body: int
     body_stall: float
+    head_timeout: float = 20.0
+    max_head_size: int = 64 * 1024
+
+
+def framing_refusal(method: str, upgrade: bool, content_length: str | None) -> ProxyError | None:
+    """Why no transport may take a request, if so; its connection then ends after the
+    refusal, before any later byte is read.
+
+    * Switching protocols (``Upgrade``, ``CONNECT``): Zoom's REST API has no upgrade,
+      and aiohttp 3.14's parser stops framing after a declined non-websocket upgrade,
+      so a request could hide in the bytes that follow.
+    * A ``Content-Length`` over :data:`MAX_LENGTH_DIGITS` digits.
+    """
+    if upgrade or method == "CONNECT":
+        return UpgradeRefused()
+    if content_length is not None and len(content_length) > MAX_LENGTH_DIGITS:
+        return NotHttp(f"The Content-Length is over {MAX_LENGTH_DIGITS} digits.")
+    return None
 
 
 class _HeadParser:
     """httptools callbacks collecting one head (its bytes are fed whole)."""
 
-    __slots__ = ("complete", "extra", "headers", "keep_alive", "method", "parser", "target")
+    __slots__ = (
+        "complete",
+        "extra",
+        "headers",
+        "keep_alive",
+        "method",
+        "parser",
+        "target",
+        "upgrade",
+    )
 
     def __init__(self) -> None:
         self.parser = httptools.HttpRequestParser(self)
@@ -75,6 +109,8 @@ class _HeadParser:
         self.complete = False
         self.method = b""
         self.keep_alive = False
+        #: llhttp's verdict: a protocol switch (``Connection: upgrade``, or CONNECT).
+        self.upgrade = False
         #: Bytes past the end of the head (a body, a second message): not a plain head.
         self.extra = False
 
@@ -90,8 +126,9 @@ class _HeadParser:
 
     def on_headers_complete(self) -> None:
         parser = self.parser
+        self.upgrade = parser.should_upgrade()
         # HTTP/1.1 only: 1.0's keep-alive rules and 2.0 are aiohttp's to handle.
-        self.complete = parser.get_http_version() == "1.1" and not parser.should_upgrade()
+        self.complete = parser.get_http_version() == "1.1"
         self.method = parser.get_method()
         self.keep_alive = parser.should_keep_alive()
 
@@ -99,28 +136,25 @@ class _HeadParser:
         self.extra = True
 
 
-def parse_head(raw: bytes, limits: Limits) -> Head | None:
-    """``raw`` (through the blank line) as a :class:`Head`, or ``None`` if it is anything
-    but a plain HTTP/1.1 head that aiohttp would accept, its body (if any) framed by
-    ``Content-Length``."""
+def parse_head(raw: bytes, limits: Limits) -> Head | ProxyError | None:
+    """``raw`` (through the blank line) as a :class:`Head`; the error to refuse it with
+    (:func:`framing_refusal`); or ``None`` if it is anything else but a plain HTTP/1.1
+    head that aiohttp would accept, its body (if any) framed by ``Content-Length``."""
     collected = _HeadParser()
     try:
         collected.parser.feed_data(raw)
-    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+    except httptools.HttpParserUpgrade:
+        pass  # llhttp stops at the end of a protocol switch's head: refused below
+    except httptools.HttpParserError:
         return None
-    if (
-        not collected.complete
-        or collected.extra
-        or len(collected.target) > limits.max_line_size
-        or len(collected.headers) > _MAX_HEADERS
-    ):
+    if not collected.method:  # the head did not end (fed whole, it cannot)
         return None
     headers: list[tuple[str, str]] = []
     first: dict[str, str] = {}
     repeated: set[str] = set()
     for raw_name, raw_value in collected.headers:
         if len(raw_name) + len(raw_value) > limits.max_field_size:
-            return None
+            return None  # aiohttp answers 431
         name = raw_name.decode("latin-1")
         value = raw_value.decode("utf-8", "surrogateescape")
         headers.append((name, value))
@@ -129,13 +163,26 @@ def parse_head(raw: bytes, limits: Limits) -> Head | None:
             repeated.add(lower)
         else:
             first[lower] = value
-    if "transfer-encoding" in first or "host" not in first or repeated & _SINGLETONS:
+    method = collected.method.decode("ascii")
+    length = first.get("content-length")
+    refusal = framing_refusal(method, collected.upgrade or "upgrade" in first, length)
+    if refusal is not None:
+        return refusal
+    if (
+        not collected.complete
+        or collected.extra
+        or len(collected.target) > limits.max_line_size
+        or len(collected.headers) > _MAX_HEADERS
+        or "transfer-encoding" in first
+        or "host" not in first
+        or repeated & _SINGLETONS
+    ):
         return None
-    length = first.get("content-length", "0")
+    length = length or "0"
     if not (length.isascii() and length.isdigit()):
         return None
     return Head(
-        method=collected.method.decode("ascii"),
+        method=method,
         target=collected.target.decode("utf-8", "surrogateescape"),
         headers=headers,
         first=first,

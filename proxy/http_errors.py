@@ -7,11 +7,16 @@ browser navigation a redirect to sign-in.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from http import HTTPStatus
 from urllib.parse import urlencode
 
 from aiohttp import web
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.typedefs import Handler, Middleware
 
 from .errors import ProxyError, RefreshRejected, Unauthenticated
@@ -74,6 +79,44 @@ def json_answer(error: ProxyError, login: str) -> tuple[dict[str, str], dict[str
         body["login_url"] = login
         headers["WWW-Authenticate"] = WWW_AUTHENTICATE
     return headers, body
+
+
+@functools.cache
+def status_line(status: int) -> str:
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = ""
+    return f"HTTP/1.1 {status} {reason}\r\n"
+
+
+def raw_json_answer(
+    error: ProxyError, login: str, extra: Sequence[str] = (), *, close: bool
+) -> bytes:
+    """:func:`json_answer` as the bytes of a whole HTTP/1.1 response, for the answers
+    written without aiohttp's server; ``extra``: more header lines, CRLF-terminated."""
+    headers, body = json_answer(error, login)
+    payload = json.dumps(body).encode()
+    lines = [status_line(error.status)]
+    lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
+    lines += extra
+    lines.append("Content-Type: application/json; charset=utf-8\r\n")
+    lines.append(f"Date: {rfc822_formatted_time()}\r\nServer: {SERVER_SOFTWARE}\r\n")
+    if close:
+        lines.append("Connection: close\r\n")
+    lines.append(f"Content-Length: {len(payload)}\r\n\r\n")
+    return "".join(lines).encode("utf-8", "surrogateescape") + payload
+
+
+def connection_refusal(error: ProxyError, peer: str | None) -> bytes:
+    """The answer to a request refused before it was read whole, which ends its
+    connection (no request id, no session: nothing of the request is trusted)."""
+    log_connection_refusal(peer, error)
+    return raw_json_answer(error, "", close=True)
+
+
+def log_connection_refusal(peer: str | None, error: ProxyError) -> None:
+    log.warning("refused a request from %s: %d %s", peer, error.status, error.code)
 
 
 def _render(request: web.Request, status: int, code: str, message: str) -> web.Response:

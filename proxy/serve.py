@@ -4,7 +4,11 @@ aiohttp answers a request its parser refuses (an oversized header, a bad request
 line) before any middleware runs, with a page that quotes the first 100 bytes of
 the offending line and a logged traceback doing the same. For a ``Cookie`` header
 that is a session cookie. :class:`ProxyRunner` answers those with a plain JSON error
-that quotes nothing.
+that quotes nothing, and closes the connection.
+
+Its connections also refuse, as the front does, the requests no transport may take
+(:func:`proxy.heads.framing_refusal`): aiohttp's parser would otherwise take them, and
+after a declined non-websocket ``Upgrade`` it stops framing what follows.
 """
 
 from __future__ import annotations
@@ -17,13 +21,18 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import LineTooLong
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
+from .config import ListenSettings, UpstreamSettings
+from .errors import HeadTooLarge, NotHttp, ProxyError, RequestLineTooLong
 from .fastpath import api_lane
-from .front import NOTE_ATTRIBUTE, Front
-from .heads import Limits
+from .front import NOTE_ATTRIBUTE, Front, Job
+from .heads import Head, Limits, framing_refusal
+from .http_errors import connection_refusal, json_answer, log_connection_refusal
 from .keys import SETTINGS
 from .lifecycle import LIFECYCLE
 from .listen import EagerSite
@@ -51,20 +60,57 @@ SERVER_OPTIONS: dict[str, Any] = {
 }
 
 
-def _refusal(exc: BaseException | None) -> tuple[int, str, str]:
+def _refusal(exc: BaseException | None) -> ProxyError:
+    if isinstance(exc, ProxyError):
+        return exc
     if isinstance(exc, LineTooLong):
-        if exc.args[1] == MAX_LINE_SIZE:
-            return 414, "uri_too_long", f"The request line is over {MAX_LINE_SIZE} bytes."
-        return 431, "headers_too_large", f"A request header is over {MAX_FIELD_SIZE} bytes."
-    return 400, "bad_request", "The request is not valid HTTP."
+        return RequestLineTooLong() if exc.args[1] == MAX_LINE_SIZE else HeadTooLarge()
+    return NotHttp()
+
+
+def _refused_framing(message: RawRequestMessage) -> ProxyError | None:
+    return framing_refusal(
+        message.method,
+        message.upgrade or hdrs.UPGRADE in message.headers,
+        message.headers.get(hdrs.CONTENT_LENGTH),
+    )
 
 
 class _QuietRequestHandler(RequestHandler):
-    __slots__ = (NOTE_ATTRIBUTE,)
+    __slots__ = (NOTE_ATTRIBUTE, "_refusing")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         setattr(self, NOTE_ATTRIBUTE, None)
+        #: A request was refused for its framing: nothing more is read.
+        self._refusing = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refusing:
+            return
+        queued = len(self._messages)
+        super().data_received(data)
+        if len(self._messages) > queued:
+            self._screen(queued)
+
+    def _screen(self, first_new: int) -> None:
+        """Replace the first newly parsed request that :func:`framing_refusal` refuses
+        with its refusal, and drop what was parsed after it."""
+        messages = self._messages
+        for index in range(first_new, len(messages)):
+            message = messages[index][0]
+            if isinstance(message, _ErrInfo):
+                return  # aiohttp refuses it, and parses nothing after it
+            error = _refused_framing(message)
+            if error is not None:
+                while len(messages) > index:
+                    messages.pop()
+                messages.append((_ErrInfo(error.status, error, error.message), EMPTY_PAYLOAD))
+                self._refusing = True
+                # A declined upgrade's remains are not read again after its answer.
+                self._upgraded = False
+                self._message_tail = b""
+                return
 
     def handle_error(
         self,
@@ -75,12 +121,11 @@ class _QuietRequestHandler(RequestHandler):
     ) -> web.StreamResponse:
         if request.writer.output_size > 0:
             raise ConnectionError("the response has started; the connection is closed instead")
-        if status == 400:
-            status, code, text = _refusal(exc)
-        else:
-            code, text = "internal_error", "The proxy failed; this is a bug."
-        log.warning("refused a request from %s: %d %s", request.remote, status, code)
-        response = web.json_response({"error": code, "message": text}, status=status)
+        error = ProxyError("The proxy failed; this is a bug.") if status >= 500 else _refusal(exc)
+        log_connection_refusal(request.remote, error)
+        headers, body = json_answer(error, "")
+        response = web.json_response(body, status=error.status, headers=headers)
+        response.headers[hdrs.CONNECTION] = "close"
         response.force_close()
         return response
 
@@ -127,22 +172,33 @@ async def start(
     return runner
 
 
-def _front(app: web.Application, runner: web.AppRunner, shutdown_timeout: float) -> Front | None:
+class _DeclinesAll:
+    """The lane of an app whose requests aiohttp answers, every one (Redis sessions, or
+    not the proxy): the front still judges each connection's first head."""
+
+    def take(self, head: Head) -> Job | None:
+        return None
+
+
+def _front(app: web.Application, runner: web.AppRunner, shutdown_timeout: float) -> Front:
     """The first reader of each connection, answering plain ``/api/*`` requests itself."""
     lane = api_lane(app)
-    if lane is None:
-        return None
+    settings = app.get(SETTINGS)  # the emulator has none
+    upstream = settings.upstream if settings else UpstreamSettings()
+    listen = settings.listen if settings else ListenSettings()
     limits = Limits(
         max_line_size=MAX_LINE_SIZE,
         max_field_size=MAX_FIELD_SIZE,
-        max_whole_body=lane.max_whole_body,
-        body_stall=app[SETTINGS].upstream.timeout,
+        max_whole_body=0 if lane is None else lane.max_whole_body,
+        body_stall=upstream.timeout,
+        head_timeout=listen.head_timeout,
     )
     # runner.server is None once the runner shuts down.
     return Front(
-        lane,
+        _DeclinesAll() if lane is None else lane,
         lambda: runner.server() if runner.server else None,
         limits,
+        refusal=connection_refusal,
         shutdown_timeout=shutdown_timeout,
     )
 

@@ -17,7 +17,10 @@ Forwarding needs none of that, so this client does only what it needs, on
   after :meth:`Response.stream_to`, written straight to the client's transport while
   the client keeps up;
 * a request that finds a pooled connection already closed by Zoom is sent once more
-  on a new one, if it is idempotent and its body is kept whole (RFC 9110, 9.2.2).
+  on a new one, if it is idempotent and its body is kept whole (RFC 9110, 9.2.2);
+* a connection goes back to the pool only when its answer ended exactly where its
+  framing says, with nothing unread: any byte past the answer, or while idle, closes
+  it, and so does a HEAD answer (whose end llhttp cannot tell from a body sent anyway).
 
 Failures are :mod:`proxy.errors`: :class:`UpstreamUnreachable`, :class:`UpstreamTimeout`;
 a body that breaks off raises :class:`BodyBrokeOff` from :meth:`Response.read` and
@@ -69,20 +72,38 @@ class BodyBrokeOff(ConnectionError):
     """Zoom's body stopped before its end: the connection closed, or stayed silent."""
 
 
-class _SecondAnswer(Exception):
-    """More than one answer to one request: the connection cannot be trusted."""
+class _BeyondTheAnswer(Exception):
+    """Bytes past the end of the one answer to one request (a second answer, a body
+    after a HEAD answer): the connection cannot be trusted."""
+
+
+#: Answers that never have a body (RFC 9110, 6.4.1), whatever their headers say.
+NO_BODY_STATUSES: Final = frozenset({204, 304})
 
 
 class Response:
     """Zoom's status and headers; the body is read with :meth:`read` or :meth:`chunks`,
     and :meth:`release` must be called once done, whatever happened."""
 
-    __slots__ = ("_connection", "_length", "_released", "_upstream_framed", "headers", "status")
+    __slots__ = (
+        "_connection",
+        "_length",
+        "_released",
+        "_upstream_framed",
+        "bodiless",
+        "headers",
+        "status",
+    )
 
-    def __init__(self, connection: _Connection, status: int, headers: RawHeaders) -> None:
+    def __init__(
+        self, connection: _Connection, status: int, headers: RawHeaders, *, head_request: bool
+    ) -> None:
         self._connection = connection
         self._released = False
         self.status = status
+        #: No body follows these headers: the answer to a HEAD, a 204 or a 304. Whatever
+        #: its headers say, nothing more of it is to be written to the client.
+        self.bodiless = head_request or status in NO_BODY_STATUSES
         #: As Zoom sent them: names and values are bytes, in order, repeats kept.
         self.headers = headers
         self._length: int | None = None
@@ -148,9 +169,6 @@ class _Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
-        #: After a HEAD response the parser still expects its body: the next exchange
-        #: needs a new parser.
-        self._parser_spent = False
         self._head_request = False
         self._headers: RawHeaders = []
         self._response: asyncio.Future[Response] | None = None
@@ -199,7 +217,8 @@ class _Connection(asyncio.Protocol):
             self.deadline = self._loop.time() + self._pool.read_timeout
         try:
             self._parser.feed_data(data)
-        except (httptools.HttpParserError, _SecondAnswer) as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade, _BeyondTheAnswer) as exc:
+            # HttpParserUpgrade: a 101, to a request that asked for no protocol switch.
             self._fail(UpstreamUnreachable("Zoom's answer was not valid HTTP."), exc)
 
     def eof_received(self) -> bool:
@@ -229,7 +248,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         if self._current is not None:
-            raise _SecondAnswer()
+            raise _BeyondTheAnswer()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
@@ -240,16 +259,19 @@ class _Connection(asyncio.Protocol):
             # 1xx (103 Early Hints, say): the real answer follows on the same connection.
             self._headers, self._informational = [], True
             return
-        response = Response(self, status, self._headers)
+        response = Response(self, status, self._headers, head_request=self._head_request)
         self._current = response
         self._keep_alive = self._parser.should_keep_alive()
         if self._head_request:
-            self._parser_spent = True
+            # llhttp cannot be told that a HEAD answer has no body: it would read the
+            # body its headers announce. Any such byte is refused (on_body).
             self._end_body()
         if self._response is not None and not self._response.done():
             self._response.set_result(response)
 
     def on_body(self, body: bytes) -> None:
+        if self._body_done:  # a body after a HEAD answer
+            raise _BeyondTheAnswer()
         sink = self._sink
         if (
             sink is not None
@@ -289,8 +311,6 @@ class _Connection(asyncio.Protocol):
         """
         if self._transport is None:
             raise UpstreamUnreachable("Zoom closed the connection.")
-        if self._parser_spent:
-            self._parser, self._parser_spent = httptools.HttpResponseParser(self), False
         self._head_request = head_request
         self._active, self.answered, self.used = True, False, True
         self._request_sent, self._handed_out = False, False
@@ -458,7 +478,16 @@ class _Connection(asyncio.Protocol):
             self._sender.cancel()
             self.close()
         clean = self._body_done and self._body_error is None and not self._body
-        if clean and self._request_sent and self._keep_alive and self.alive:
+        # After a HEAD answer, llhttp still waits for the body its headers announce, and
+        # a server that sends one anyway would have it read as the next answer: the
+        # connection is not used again.
+        if (
+            clean
+            and self._request_sent
+            and self._keep_alive
+            and self.alive
+            and not self._head_request
+        ):
             self._current = None
             self._pool.put_back(self)
         else:

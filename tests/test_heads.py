@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from proxy.heads import Limits, parse_head
+from proxy.errors import NotHttp, UpgradeRefused
+from proxy.heads import Head, Limits, parse_head
 
 LIMITS = Limits(max_line_size=100, max_field_size=200, max_whole_body=1000, body_stall=1.0)
 
@@ -16,7 +19,7 @@ def head_bytes(*lines: str, start: str = "GET /api/x?a=%252F HTTP/1.1", host: bo
 
 def test_a_plain_head_is_read_as_sent() -> None:
     head = parse_head(head_bytes("X-Trace: one", "x-trace: two", "Content-Length: 12"), LIMITS)
-    assert head is not None
+    assert isinstance(head, Head)
     assert head.method == "GET"
     assert head.target == "/api/x?a=%252F"
     assert head.headers == [
@@ -33,7 +36,7 @@ def test_a_plain_head_is_read_as_sent() -> None:
 
 def test_connection_close_and_an_expectation_are_seen() -> None:
     head = parse_head(head_bytes("Connection: close", "Expect: 100-Continue"), LIMITS)
-    assert head is not None
+    assert isinstance(head, Head)
     assert not head.keep_alive
     assert head.expects_continue
 
@@ -44,8 +47,6 @@ NOT_PLAIN = {
     "any transfer coding": head_bytes("Transfer-Encoding: gzip"),
     "two lengths": head_bytes("Content-Length: 1", "Content-Length: 1"),
     "a signed length": head_bytes("Content-Length: +1"),
-    "an upgrade": head_bytes("Connection: upgrade", "Upgrade: websocket"),
-    "CONNECT": head_bytes(start="CONNECT zoom.us:443 HTTP/1.1"),
     "a target over the line limit": head_bytes(start=f"GET /api/{'x' * 100} HTTP/1.1"),
     "a header over the field limit": head_bytes(f"X-Big: {'y' * 200}"),
     "too many headers": head_bytes(*(f"X-{n}: v" for n in range(101))),
@@ -64,3 +65,30 @@ NOT_PLAIN = {
 @pytest.mark.parametrize("raw", NOT_PLAIN.values(), ids=NOT_PLAIN.keys())
 def test_anything_but_a_plain_head_is_left_to_aiohttp(raw: bytes) -> None:
     assert parse_head(raw, LIMITS) is None
+
+
+SWITCHES = {
+    "an upgrade": head_bytes("Connection: upgrade", "Upgrade: websocket"),
+    "an upgrade header alone": head_bytes("Upgrade: h2c"),
+    "an upgrade over HTTP/1.0": head_bytes("Upgrade: h2c", start="GET /api/x HTTP/1.0"),
+    "CONNECT": head_bytes(start="CONNECT zoom.us:443 HTTP/1.1"),
+}
+
+
+@pytest.mark.parametrize("raw", SWITCHES.values(), ids=SWITCHES.keys())
+def test_a_protocol_switch_is_refused(raw: bytes) -> None:
+    assert isinstance(parse_head(raw, LIMITS), UpgradeRefused)
+
+
+@pytest.mark.parametrize("digits", [19, 4301, 5001])
+def test_a_content_length_of_too_many_digits_is_refused(digits: int) -> None:
+    limits = dataclasses.replace(LIMITS, max_field_size=8000)
+    refusal = parse_head(head_bytes(f"Content-Length: {'0' * (digits - 1)}5"), limits)
+    assert isinstance(refusal, NotHttp)
+    assert refusal.status == 400
+
+
+def test_a_content_length_of_18_digits_is_taken() -> None:
+    head = parse_head(head_bytes(f"Content-Length: {'0' * 17}5"), LIMITS)
+    assert isinstance(head, Head)
+    assert head.content_length == 5

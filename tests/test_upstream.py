@@ -553,23 +553,129 @@ async def test_the_body_is_read_exactly(
     assert body == b"hello, 0\r\n\r\n world"
 
 
-async def test_a_head_response_has_no_body_and_leaves_the_connection_reusable(
+async def test_a_head_response_has_no_body_and_its_connection_is_not_reused(
+    serve: Serve, pools: Pools
+) -> None:
+    """llhttp still waits for the 1,234 bytes announced: a server sending them anyway
+    would have them read as the next request's answer."""
+
+    async def handler(conn: Conn) -> None:
+        await conn.read_request()
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
+        await conn.read_to_end()
+
+    server = await serve(first_then_fresh(handler))
+    pool = pools(server.origin)
+    response = await asyncio.wait_for(pool.request("HEAD", "/x", [], None), GUARD)
+    assert response.content_length == 1234
+    assert response.bodiless
+    assert await asyncio.wait_for(response.read(), GUARD) == b""
+    response.release()
+    assert (pool.in_use, pool.idle) == (0, 0)
+    assert await fetch(pool) == b"fresh"
+    assert len(server.connections) == 2
+
+
+#: A whole answer where none may be: were it read, one caller would get another's answer.
+FOREIGN_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\n\r\nanother answer"
+
+
+@pytest.mark.parametrize("when", ["same_write", "later_write", "after_the_next_request"])
+async def test_a_body_sent_after_a_head_answer_reaches_nobody(
+    serve: Serve, pools: Pools, when: str
+) -> None:
+    async def handler(conn: Conn) -> None:
+        await conn.read_request()
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(FOREIGN_ANSWER)
+        if when == "same_write":
+            conn.send(head + FOREIGN_ANSWER)
+        else:
+            conn.send(head)
+            await conn.writer.drain()
+            # The slowest stray body arrives once the connection carries the next request.
+            if when == "after_the_next_request" and await conn.read_request():
+                conn.send(FOREIGN_ANSWER)
+            conn.send(FOREIGN_ANSWER)
+        await conn.read_to_end()
+
+    server = await serve(first_then_fresh(handler))
+    pool = pools(server.origin)
+    response = await asyncio.wait_for(pool.request("HEAD", "/x", [], None), GUARD)
+    assert await asyncio.wait_for(response.read(), GUARD) == b""
+    response.release()
+    assert await fetch(pool) == b"fresh"
+    assert await fetch(pool) == b"fresh"
+    await wait(server.connections[0].ended)
+
+
+@pytest.mark.parametrize("status", [204, 304])
+async def test_bytes_after_a_bodiless_status_close_the_connection(
+    serve: Serve, pools: Pools, status: int
+) -> None:
+    async def handler(conn: Conn) -> None:
+        await conn.read_request()
+        conn.send(b"HTTP/1.1 %d X\r\nContent-Length: 14\r\n\r\n%b" % (status, FOREIGN_ANSWER))
+        await conn.read_to_end()
+
+    server = await serve(first_then_fresh(handler))
+    pool = pools(server.origin)
+    response = await asyncio.wait_for(pool.request("GET", "/x", [], None), GUARD)
+    assert response.status == status
+    assert response.bodiless
+    assert await asyncio.wait_for(response.read(), GUARD) == b""
+    response.release()
+    assert await fetch(pool) == b"fresh"
+    await wait(server.connections[0].ended)
+    assert pool.idle == 1  # the fresh connection only
+
+
+async def test_bytes_after_a_complete_answer_close_the_connection(
     serve: Serve, pools: Pools
 ) -> None:
     async def handler(conn: Conn) -> None:
         await conn.read_request()
-        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
-        await answer_all(conn, b"after")
+        conn.send(answer(b"mine") + FOREIGN_ANSWER)
+        await conn.read_to_end()
 
-    server = await serve(handler)
+    server = await serve(first_then_fresh(handler))
     pool = pools(server.origin)
-    response = await asyncio.wait_for(pool.request("HEAD", "/x", [], None), GUARD)
-    assert response.content_length == 1234
-    assert await asyncio.wait_for(response.read(), GUARD) == b""
-    response.release()
-    assert (pool.in_use, pool.idle) == (0, 1)
-    assert await fetch(pool) == b"after"
-    assert len(server.connections) == 1
+    assert await fetch(pool) == b"mine"
+    assert await fetch(pool) == b"fresh"
+    await wait(server.connections[0].ended)
+
+
+async def test_bytes_arriving_while_idle_close_the_connection(serve: Serve, pools: Pools) -> None:
+    released = asyncio.Event()
+
+    async def handler(conn: Conn) -> None:
+        await conn.read_request()
+        conn.send(answer(b"mine"))
+        await wait(released)
+        conn.send(FOREIGN_ANSWER)
+        await conn.read_to_end()
+
+    server = await serve(first_then_fresh(handler))
+    pool = pools(server.origin)
+    assert await fetch(pool) == b"mine"
+    assert pool.idle == 1
+    released.set()
+    await wait(server.connections[0].ended)
+    assert pool.idle == 0
+    assert await fetch(pool) == b"fresh"
+
+
+async def test_a_protocol_switch_nobody_asked_for_is_502(serve: Serve, pools: Pools) -> None:
+    async def handler(conn: Conn) -> None:
+        await conn.read_request()
+        conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n" + FOREIGN_ANSWER)
+        await conn.read_to_end()
+
+    server = await serve(first_then_fresh(handler))
+    pool = pools(server.origin)
+    with pytest.raises(UpstreamUnreachable):
+        await asyncio.wait_for(pool.request("GET", "/x", [], None), GUARD)
+    assert await fetch(pool) == b"fresh"
+    await wait(server.connections[0].ended)
 
 
 async def test_informational_responses_are_skipped(serve: Serve, pools: Pools) -> None:

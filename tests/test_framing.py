@@ -1,0 +1,290 @@
+"""Hostile framings, sent as raw bytes, on every way a request can be read.
+
+A request reaches the proxy on one of two transports: the connection's first reader
+(:mod:`proxy.front`), or aiohttp's protocol, which takes the connection at the first
+request the lane declines. Each framing here is sent four ways (:data:`WAYS`):
+
+* ``front``: first on a new connection, as the lane would take it;
+* ``aiohttp``: first on a new connection, with our own ``Origin`` so aiohttp's path
+  answers it;
+* ``after_lane``: pipelined behind a request the lane answered;
+* ``after_aiohttp``: pipelined behind a request aiohttp answered, so aiohttp's parser,
+  not the front's, frames it.
+
+Every way must give the same answers, and nothing the client hid inside another
+request may reach Zoom (the emulator records every request that reaches it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from tests.conftest import Proxy
+from tests.test_front import Answer, connection, read_answers, signed_in_cookie
+
+#: How long anything that should happen at once may take before the test fails.
+GUARD = 5.0
+
+
+@dataclass(frozen=True)
+class Way:
+    """How a framing is sent: ``lead`` goes first in the same write (its answers
+    come first), and ``head_lines`` go into the framing's own head."""
+
+    name: str
+    lead: Callable[[str, str], bytes]
+    head_lines: Callable[[str], list[str]]
+    leading_answers: int
+
+
+def _plain_get(cookie: str, *lines: str) -> bytes:
+    return raw_request("GET /api/_test/echo/lead HTTP/1.1", cookie, *lines)
+
+
+WAYS = [
+    Way("front", lambda url, cookie: b"", lambda url: [], 0),
+    Way("aiohttp", lambda url, cookie: b"", lambda url: [f"Origin: {url}"], 0),
+    Way("after_lane", lambda url, cookie: _plain_get(cookie), lambda url: [], 1),
+    Way(
+        "after_aiohttp",
+        lambda url, cookie: _plain_get(cookie, f"Origin: {url}"),
+        lambda url: [],
+        1,
+    ),
+]
+
+
+@pytest.fixture(params=WAYS, ids=[way.name for way in WAYS])
+def way(request: pytest.FixtureRequest) -> Way:
+    way: Way = request.param
+    return way
+
+
+@pytest.fixture
+async def cookie(signed_in: Proxy) -> str:
+    return await signed_in_cookie(signed_in)
+
+
+def raw_request(request_line: str, cookie: str, *lines: str, body: bytes = b"") -> bytes:
+    """A request with exactly the head lines given (no Content-Length is added)."""
+    head = [request_line, "Host: zoom-proxy", f"Cookie: {cookie}", *lines]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def exchange(
+    proxy: Proxy, raw: bytes, count: int, *, later: bytes = b""
+) -> tuple[list[Answer], bytes]:
+    """Send ``raw`` (then ``later``, once the first answer is in), read ``count``
+    answers, and what the connection carries until it closes (it must close)."""
+    async with connection(proxy) as (reader, writer):
+        writer.write(raw)
+        answers = await read_answers(reader, count) if count else []
+        if later:
+            writer.write(later)
+        rest = await asyncio.wait_for(reader.read(), GUARD)
+    return answers, rest
+
+
+def aiohttp_loses_the_lead(request: pytest.FixtureRequest, way: Way) -> None:
+    """A known limit of aiohttp 3.14's C parser, not ours to fix: when it meets a
+    malformed request, it drops the requests it parsed before it in the same read. The
+    pipelined lead is then never run (it never reaches Zoom) and gets no answer; the
+    client reads the 400 as the lead's answer. Strict, so that a fixed aiohttp shows."""
+    if way.name == "after_aiohttp":
+        request.applymarker(
+            pytest.mark.xfail(strict=True, reason="aiohttp drops requests before a bad one")
+        )
+
+
+def reached_zoom(proxy: Proxy) -> list[str]:
+    """The requests to Zoom's test routes (signing in calls ``/users/me``)."""
+    requests = proxy.zoom.emulator.api_requests
+    return [f"{r.method} {r.raw_path}" for r in requests if r.raw_path.startswith("/v2/_test/")]
+
+
+def statuses(answers: list[Answer]) -> list[int]:
+    return [answer.status for answer in answers]
+
+
+# 1. Upgrade: a request that asks to switch protocols is refused, and nothing after it
+# on the connection is read.
+
+UPGRADES = {
+    "h2c": ["Connection: Upgrade, HTTP2-Settings", "Upgrade: h2c", "HTTP2-Settings: AAMAAABkAAQ"],
+    "websocket": [
+        "Connection: Upgrade",
+        "Upgrade: websocket",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    ],
+    "upgrade_without_connection": ["Upgrade: h2c"],
+    "keep_alive_and_upgrade": ["Connection: keep-alive, Upgrade", "Upgrade: foo/2"],
+    "lower_case": ["connection: upgrade", "upgrade: H2C"],
+}
+
+SMUGGLED = b"GET /api/_test/echo/smuggled HTTP/1.1\r\nHost: zoom-proxy\r\n\r\n"
+
+
+def _upgrade(way: Way, proxy: Proxy, cookie: str, lines: list[str]) -> bytes:
+    return raw_request(
+        "GET /api/_test/echo/upgrade HTTP/1.1", cookie, *lines, *way.head_lines(proxy.url)
+    )
+
+
+def _hiding_post(cookie: str, hidden: bytes) -> bytes:
+    body = b"0123456789"
+    return raw_request(
+        "POST /api/_test/echo/post HTTP/1.1",
+        cookie,
+        f"Content-Length: {len(body) + len(hidden)}",
+        body=body,
+    )
+
+
+@pytest.mark.parametrize("kind", UPGRADES)
+async def test_an_upgrade_request_is_refused_and_ends_the_connection(
+    signed_in: Proxy, cookie: str, way: Way, kind: str
+) -> None:
+    smuggled = SMUGGLED.replace(b"\r\n\r\n", f"\r\nCookie: {cookie}\r\n\r\n".encode())
+    raw = (
+        way.lead(signed_in.url, cookie)
+        + _upgrade(way, signed_in, cookie, UPGRADES[kind])
+        + _hiding_post(cookie, smuggled)
+    )
+    answers, rest = await exchange(signed_in, raw, way.leading_answers + 1, later=smuggled)
+    refused = answers[-1]
+    assert refused.status == 400
+    assert refused.json()["error"] == "upgrade_refused"
+    assert refused.header("Connection") == "close"
+    assert rest == b""
+    assert reached_zoom(signed_in) == ["GET /v2/_test/echo/lead"] * way.leading_answers
+
+
+async def test_a_connect_request_is_refused_and_ends_the_connection(
+    signed_in: Proxy, cookie: str, way: Way
+) -> None:
+    raw = (
+        way.lead(signed_in.url, cookie)
+        + raw_request("CONNECT api.zoom.us:443 HTTP/1.1", cookie, *way.head_lines(signed_in.url))
+        + SMUGGLED
+    )
+    answers, rest = await exchange(signed_in, raw, way.leading_answers + 1)
+    assert answers[-1].status == 400
+    assert answers[-1].header("Connection") == "close"
+    assert rest == b""
+    assert reached_zoom(signed_in) == ["GET /v2/_test/echo/lead"] * way.leading_answers
+
+
+# 4. Numbers: a Content-Length the front cannot take is refused with 400, at once.
+
+LENGTHS = {
+    "5001_digits": "0" * 5000 + "5",
+    "19_digits": "0" * 18 + "5",
+    "over_64_bits": "18446744073709551616",
+    "signed": "+5",
+    "hex": "0x5",
+    "spaces_inside": "1 0",
+    "empty": "",
+}
+
+
+@pytest.mark.parametrize("length", LENGTHS)
+async def test_an_unusable_content_length_is_refused_with_400(
+    signed_in: Proxy, cookie: str, way: Way, length: str, request: pytest.FixtureRequest
+) -> None:
+    if length not in ("5001_digits", "19_digits"):  # llhttp refuses the others itself
+        aiohttp_loses_the_lead(request, way)
+    raw = way.lead(signed_in.url, cookie) + raw_request(
+        "POST /api/_test/echo/post HTTP/1.1",
+        cookie,
+        f"Content-Length: {LENGTHS[length]}",
+        *way.head_lines(signed_in.url),
+        body=b"12345",
+    )
+    answers, rest = await exchange(signed_in, raw, way.leading_answers + 1)
+    assert statuses(answers) == [200] * way.leading_answers + [400]
+    assert answers[-1].header("Connection") == "close"
+    assert rest == b""
+    assert reached_zoom(signed_in) == ["GET /v2/_test/echo/lead"] * way.leading_answers
+
+
+async def test_the_proxy_still_serves_after_a_refused_content_length(
+    signed_in: Proxy, cookie: str
+) -> None:
+    raw = raw_request(
+        "POST /api/_test/echo/post HTTP/1.1", cookie, f"Content-Length: {'0' * 5000}5"
+    )
+    await exchange(signed_in, raw, 1)
+    answers, _ = await exchange(signed_in, _plain_get(cookie, "Connection: close"), 1)
+    assert statuses(answers) == [200]
+
+
+# 5. Bare LF: a head with LF-only line endings is answered 400 at once, wherever the
+# bare LF is.
+
+BARE_LF_HEADS = {
+    "everywhere": "GET /api/users/me HTTP/1.1\nHost: a\nCookie: {cookie}\n\n",
+    "after_the_request_line": "GET /api/users/me HTTP/1.1\nHost: a\r\nCookie: {cookie}\r\n\r\n",
+    "inside_the_headers": "GET /api/users/me HTTP/1.1\r\nHost: a\nCookie: {cookie}\r\n\r\n",
+    "at_the_end": "GET /api/users/me HTTP/1.1\r\nHost: a\r\nCookie: {cookie}\r\n\n",
+    "cr_only": "GET /api/users/me HTTP/1.1\rHost: a\rCookie: {cookie}\r\r",
+}
+
+
+@pytest.mark.parametrize("kind", BARE_LF_HEADS)
+async def test_a_head_with_bare_line_feeds_is_refused_at_once(
+    signed_in: Proxy, cookie: str, way: Way, kind: str, request: pytest.FixtureRequest
+) -> None:
+    aiohttp_loses_the_lead(request, way)
+    attack = BARE_LF_HEADS[kind].format(cookie=cookie).encode()
+    raw = way.lead(signed_in.url, cookie) + attack
+    answers, rest = await exchange(signed_in, raw, way.leading_answers + 1)
+    assert statuses(answers) == [200] * way.leading_answers + [400]
+    assert rest == b""
+    assert reached_zoom(signed_in) == ["GET /v2/_test/echo/lead"] * way.leading_answers
+
+
+# 2 and 3. A body Zoom sends after a HEAD answer (here aiohttp's server, which writes a
+# streamed body even for HEAD) reaches neither this client nor the next request.
+
+
+@pytest.mark.parametrize("origin", [False, True], ids=["lane", "aiohttp"])
+async def test_a_body_zoom_sends_after_a_head_answer_reaches_no_client(
+    signed_in: Proxy, cookie: str, origin: bool
+) -> None:
+    lines = [f"Origin: {signed_in.url}"] if origin else []
+    size = 128 * 1024
+    raw = raw_request(f"HEAD /api/_test/download?bytes={size} HTTP/1.1", cookie, *lines)
+    raw += raw_request("GET /api/_test/echo/after HTTP/1.1", cookie, *lines, "Connection: close")
+    async with connection(signed_in) as (reader, writer):
+        writer.write(raw)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), GUARD)
+        [after] = await read_answers(reader, 1)
+        rest = await asyncio.wait_for(reader.read(), GUARD)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert f"content-length: {size}\r\n".encode() in head.lower()
+    assert after.status == 200
+    assert after.json()["raw_path"] == "/v2/_test/echo/after"
+    assert rest == b""
+
+
+async def test_a_body_after_a_head_answer_does_not_reach_another_clients_request(
+    signed_in: Proxy, cookie: str
+) -> None:
+    """The HEAD's connection to Zoom is not pooled, so the next request, another
+    client's, is answered by Zoom and not by the stray body."""
+    size = 128 * 1024
+    for _ in range(3):
+        head_only = raw_request(
+            f"HEAD /api/_test/download?bytes={size} HTTP/1.1", cookie, "Connection: close"
+        )
+        async with connection(signed_in) as (reader, writer):
+            writer.write(head_only)
+            await asyncio.wait_for(reader.read(), GUARD)
+        answers, _ = await exchange(signed_in, _plain_get(cookie, "Connection: close"), 1)
+        assert statuses(answers) == [200]
+        assert answers[0].json()["raw_path"] == "/v2/_test/echo/lead"
