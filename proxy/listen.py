@@ -94,6 +94,10 @@ class EagerSite(web.BaseSite):
         self._handshakes: set[asyncio.Task[Any]] = set()
 
     @property
+    def front(self) -> Front | None:
+        return self._front
+
+    @property
     def name(self) -> str:
         return str(URL.build(scheme="http", host=self._host, port=self._port))
 

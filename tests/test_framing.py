@@ -18,12 +18,15 @@ request may reach Zoom (the emulator records every request that reaches it).
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import Proxy
+from proxy.front import Front
+from proxy.listen import EagerSite
+from tests.conftest import Proxy, ProxyFactory
 from tests.test_front import Answer, connection, read_answers, signed_in_cookie
 
 #: How long anything that should happen at once may take before the test fails.
@@ -288,3 +291,112 @@ async def test_a_body_after_a_head_answer_does_not_reach_another_clients_request
         answers, _ = await exchange(signed_in, _plain_get(cookie, "Connection: close"), 1)
         assert statuses(answers) == [200]
         assert answers[0].json()["raw_path"] == "/v2/_test/echo/lead"
+
+
+# 6. Slow heads: a head that does not arrive whole in time is refused, and the partial
+# heads held over all connections stay within a budget.
+
+
+def _front_of(proxy: Proxy) -> Front:
+    [site] = proxy.runner.sites
+    assert isinstance(site, EagerSite)
+    assert site.front is not None
+    return site.front
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Until ``condition`` holds, at most GUARD. It reads the server's and the clients'
+    state together, which no single event reports: so it is checked as they progress."""
+    async with asyncio.timeout(GUARD):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def quick_heads(make_proxy: ProxyFactory) -> Proxy:
+    return await make_proxy(listen={"head_timeout": 0.3})
+
+
+async def test_a_head_that_stops_arriving_gets_408(quick_heads: Proxy) -> None:
+    async with connection(quick_heads) as (reader, writer):
+        writer.write(b"GET /api/users/me HTTP/1.1\r\nHost: a\r\n")
+        [answer] = await read_answers(reader, 1)
+        rest = await asyncio.wait_for(reader.read(), GUARD)
+    assert answer.status == 408
+    assert answer.json()["error"] == "client_too_slow"
+    assert answer.header("Connection") == "close"
+    assert rest == b""
+    assert _front_of(quick_heads).head_budget.held == 0
+
+
+async def test_a_head_trickling_in_gets_408_from_its_first_byte(quick_heads: Proxy) -> None:
+    """Each byte arriving does not give the head more time (slowloris)."""
+    async with connection(quick_heads) as (reader, writer):
+
+        async def trickle() -> None:
+            writer.write(b"GET /api/users/me HTTP/1.1\r\nHost: a\r\nX-Pad: ")
+            for _ in range(int(GUARD / 0.05)):
+                writer.write(b"a")
+                await asyncio.sleep(0.05)
+
+        trickling = asyncio.create_task(trickle())
+        try:
+            [answer] = await read_answers(reader, 1)
+        finally:
+            trickling.cancel()
+    assert answer.status == 408
+
+
+async def test_a_head_that_arrives_in_time_is_answered(quick_heads: Proxy) -> None:
+    cookie = await signed_in_cookie(quick_heads)
+    async with connection(quick_heads) as (reader, writer):
+        for piece in (b"GET /api/users/me HTTP/1.1\r\n", f"Cookie: {cookie}\r\n".encode()):
+            writer.write(piece)
+            await writer.drain()
+        writer.write(b"Host: a\r\n\r\n")
+        [answer] = await read_answers(reader, 1)
+    assert answer.status == 200
+
+
+#: A partial head of 48 KiB: six header lines of 8 KiB, the head not yet ended.
+SLOW_HEAD = b"GET /api/users/me HTTP/1.1\r\nHost: a\r\n" + b"".join(
+    b"X-Pad-%d: %b\r\n" % (n, b"a" * 8180) for n in range(6)
+)
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def test_a_thousand_slow_heads_stay_within_the_memory_budget(proxy: Proxy) -> None:
+    """1,000 clients each hold a 48 KiB partial head (48 MiB in all): the front keeps at
+    most its budget of them (16 MiB) and answers the rest 503 at once."""
+    budget = _front_of(proxy).head_budget
+    count, size = 1000, len(SLOW_HEAD)
+    host, port = proxy.url.removeprefix("http://").split(":")
+    before = _resident_bytes()
+    connections = [await asyncio.open_connection(host, int(port)) for _ in range(count)]
+    try:
+        for _, writer in connections:
+            writer.write(SLOW_HEAD)
+        reads = [asyncio.ensure_future(read_answers(reader, 1)) for reader, _ in connections]
+        # Every head is either held whole or refused (and no longer held).
+        await _until(lambda: budget.held + size * sum(r.done() for r in reads) == count * size)
+        grown = _resident_bytes() - before
+        refused = [read.result()[0] for read in reads if read.done()]
+        for read in reads:
+            read.cancel()
+        held = count - len(refused)
+        assert budget.peak <= budget.limit
+        assert budget.held == held * size
+        assert 0 < held <= budget.limit // size
+        assert {(answer.status, answer.json()["error"]) for answer in refused} == {
+            (503, "server_busy")
+        }
+        # Nothing near the 48 MiB the clients sent stays in memory.
+        assert grown < budget.limit + 16 * 1024 * 1024, f"{grown / 2**20:.1f} MiB"
+    finally:
+        for _, writer in connections:
+            writer.close()
+    await _until(lambda: budget.held == 0)

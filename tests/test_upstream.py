@@ -664,6 +664,32 @@ async def test_bytes_arriving_while_idle_close_the_connection(serve: Serve, pool
     assert await fetch(pool) == b"fresh"
 
 
+NASTY_LENGTHS = ["0" * 5000 + "5", "18446744073709551616", "+5", "5 5", "0x5", "", "-1", "5,5"]
+
+
+@pytest.mark.parametrize("length", NASTY_LENGTHS, ids=lambda value: repr(value[:12]))
+async def test_any_content_length_from_zoom_gives_its_body_or_a_502(
+    serve: Serve, pools: Pools, length: str
+) -> None:
+    async def handler(conn: Conn) -> None:
+        await conn.read_request()
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %b\r\n\r\nhello" % length.encode())
+        await conn.read_to_end()
+
+    server = await serve(first_then_fresh(handler))
+    pool = pools(server.origin)
+    try:
+        response = await asyncio.wait_for(pool.request("GET", "/x", [], None), GUARD)
+    except UpstreamUnreachable:
+        pass
+    else:
+        try:
+            assert await asyncio.wait_for(response.read(), GUARD) == b"hello"
+        finally:
+            response.release()
+    assert await fetch(pool) == b"fresh"
+
+
 async def test_a_protocol_switch_nobody_asked_for_is_502(serve: Serve, pools: Pools) -> None:
     async def handler(conn: Conn) -> None:
         await conn.read_request()
