@@ -18,10 +18,12 @@ request may reach Zoom (the emulator records every request that reaches it).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import httptools
 import pytest
 
 from proxy.front import Front
@@ -400,3 +402,138 @@ async def test_a_thousand_slow_heads_stay_within_the_memory_budget(proxy: Proxy)
         for _, writer in connections:
             writer.close()
     await _until(lambda: budget.held == 0)
+
+
+# The differential: each framing below, sent every way, gets the same answers and
+# reaches Zoom alike. Where the proxy takes a framed request, Zoom gets exactly its body
+# under RFC 9112's framing ("body"), and a request after it ("after") is answered as
+# the next request; after a refused one, nothing more is acted on. A probe ends every
+# connection: if the connection is still open, it is answered as the next request, so
+# the proxy and the client still agree where requests begin.
+
+
+def _after(cookie: str) -> str:
+    return f"GET /api/_test/echo/after HTTP/1.1\r\nHost: a\r\nCookie: {cookie}\r\n\r\n"
+
+
+#: Header lines, and how the body is laid out (default: 4 bytes, then the next request).
+FRAMINGS: dict[str, tuple[list[str], str]] = {
+    "plain": (["Content-Length: 4"], "length"),
+    "CL.CL different": (["Content-Length: 4", "Content-Length: 40"], "length"),
+    "CL.CL same": (["Content-Length: 4", "Content-Length: 4"], "length"),
+    "CL, TE chunked": (["Content-Length: 4", "Transfer-Encoding: chunked"], "chunked"),
+    "TE chunked, CL": (["Transfer-Encoding: chunked", "Content-Length: 4"], "chunked"),
+    "TE chunked": (["Transfer-Encoding: chunked"], "chunked"),
+    "TE chunked, identity": (["Transfer-Encoding: chunked, identity"], "chunked"),
+    "TE identity, chunked": (["Transfer-Encoding: identity, chunked"], "chunked"),
+    "TE xchunked": (["Transfer-Encoding: xchunked"], "chunked"),
+    "TE twice": (["Transfer-Encoding: chunked", "Transfer-Encoding: identity"], "chunked"),
+    "TE with a space before the colon": (["Transfer-Encoding : chunked"], "chunked"),
+    "TE with a tab": (["Transfer-Encoding:\tchunked"], "chunked"),
+    "TE folded": (["X-A: b", " Transfer-Encoding: chunked"], "chunked"),
+    "TE in upper case": (["TRANSFER-ENCODING: CHUNKED"], "chunked"),
+    "chunk size overflow": (["Transfer-Encoding: chunked"], "overflow"),
+    "chunk size with a bare LF": (["Transfer-Encoding: chunked"], "lf_chunk"),
+    "chunk extension": (["Transfer-Encoding: chunked"], "extension"),
+    "CL with a plus": (["Content-Length: +4"], "length"),
+    "CL negative": (["Content-Length: -4"], "length"),
+    "CL as a list": (["Content-Length: 4, 4"], "length"),
+    "CL with spaces around": (["Content-Length:   4  "], "length"),
+    "NUL in a value": (["X-A: a\x00b", "Content-Length: 4"], "length"),
+    "CR in a value": (["X-A: a\rb", "Content-Length: 4"], "length"),
+    "a space before a header's colon": (["Content-Length : 4"], "length"),
+    "an empty header name": ([": empty", "Content-Length: 4"], "length"),
+    "no Host": (["Content-Length: 4"], "no_host"),
+    "two Hosts": (["Host: b", "Content-Length: 4"], "length"),
+    "absolute-form target": (["Content-Length: 4"], "absolute"),
+    "HTTP/1.0 keep-alive": (["Connection: keep-alive", "Content-Length: 4"], "http10"),
+    "Expect other than 100-continue": (["Expect: 200-ok", "Content-Length: 4"], "length"),
+    "Upgrade h2c": (["Connection: Upgrade", "Upgrade: h2c", "Content-Length: 4"], "length"),
+    "Upgrade websocket": (["Connection: Upgrade", "Upgrade: websocket"], "length"),
+    "Upgrade alone": (["Upgrade: h2c", "Content-Length: 4"], "length"),
+    "CL of 5,001 digits": ([f"Content-Length: {'0' * 5000}4"], "length"),
+    "CL of 19 digits": ([f"Content-Length: {'0' * 18}4"], "length"),
+}
+
+
+def _framing(name: str, cookie: str, head_lines: list[str]) -> bytes:
+    lines, layout = FRAMINGS[name]
+    line = "POST /api/_test/echo/framed HTTP/1.1"
+    host = ["Host: zoom-proxy"]
+    body = {
+        "chunked": "4\r\nbody\r\n0\r\n\r\n",
+        "overflow": "1" + "0" * 16 + "4\r\nbody\r\n0\r\n\r\n",
+        "lf_chunk": "4\nbody\r\n0\r\n\r\n",
+        "extension": "4;name=value\r\nbody\r\n0\r\n\r\n",
+    }.get(layout, "body")
+    if layout == "no_host":
+        host = []
+    elif layout == "absolute":
+        line = "POST http://zoom-proxy/api/_test/echo/framed HTTP/1.1"
+    elif layout == "http10":
+        line = "POST /api/_test/echo/framed HTTP/1.0"
+    head = [line, *host, f"Cookie: {cookie}", *lines, *head_lines]
+    return ("\r\n".join(head) + "\r\n\r\n" + body + _after(cookie)).encode()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a framing came to: the answers after the lead's, and what reached Zoom."""
+
+    statuses: tuple[int, ...]
+    reached: tuple[str, ...]
+
+
+async def _outcome(proxy: Proxy, cookie: str, way: Way, name: str) -> Outcome:
+    probe = raw_request("GET /api/_test/echo/probe HTTP/1.1", cookie, "Connection: close")
+    before = len(proxy.zoom.emulator.api_requests)
+    raw = way.lead(proxy.url, cookie) + _framing(name, cookie, way.head_lines(proxy.url)) + probe
+    async with connection(proxy) as (reader, writer):
+        writer.write(raw)
+        received = await asyncio.wait_for(reader.read(), GUARD)
+    answers = _all_answers(received)
+    requests = [r for r in proxy.zoom.emulator.api_requests[before:] if "/_test/" in r.raw_path]
+    paths = [f"{r.method} {r.raw_path}" for r in requests if r.raw_path != "/v2/_test/echo/lead"]
+    framed = [r for r in requests if r.raw_path == "/v2/_test/echo/framed"]
+    lead = [a for a in answers if b'"/v2/_test/echo/lead"' in a.body]
+    if framed:
+        assert framed[0].body_sha256 == hashlib.sha256(b"body").hexdigest()
+    elif answers[len(lead)].header("Connection") == "close":  # refused for its framing
+        assert paths == [], f"a request after one refused for its framing was acted on: {paths}"
+    if "GET /v2/_test/echo/probe" in paths:
+        assert answers[-1].json()["raw_path"] == "/v2/_test/echo/probe"
+    return Outcome(
+        statuses=tuple(a.status for a in answers if a not in lead),
+        reached=tuple(paths),
+    )
+
+
+def _all_answers(data: bytes) -> list[Answer]:
+    answers: list[Answer] = []
+
+    class Collect:
+        def __init__(self) -> None:
+            self.current = Answer()
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self.current.headers.append((name.decode(), value.decode()))
+
+        def on_headers_complete(self) -> None:
+            self.current.status = parser.get_status_code()
+
+        def on_body(self, body: bytes) -> None:
+            self.current.body += body
+
+        def on_message_complete(self) -> None:
+            answers.append(self.current)
+            self.current = Answer()
+
+    parser = httptools.HttpResponseParser(Collect())
+    parser.feed_data(data)
+    return answers
+
+
+@pytest.mark.parametrize("name", FRAMINGS)
+async def test_every_way_frames_alike(signed_in: Proxy, cookie: str, name: str) -> None:
+    outcomes = {way.name: await _outcome(signed_in, cookie, way, name) for way in WAYS}
+    assert len(set(outcomes.values())) == 1, outcomes
