@@ -110,23 +110,37 @@ class HeadBudget:
 
 
 class _PartialHead:
-    """llhttp's running verdict on a head still arriving, fed each new piece once."""
+    """A head still arriving, each new piece looked at once (a head trickling in byte by
+    byte must not cost the square of its size): where its lines end, and llhttp's
+    verdict so far."""
 
-    __slots__ = ("fed", "parser")
+    __slots__ = ("fed", "invalid", "line_start", "parser", "request_line")
 
     def __init__(self) -> None:
         self.parser = httptools.HttpRequestParser(self)
+        #: Bytes looked at so far.
         self.fed = 0
+        #: Where the line still arriving starts.
+        self.line_start = 0
+        #: The request line's length once it is whole, else -1.
+        self.request_line = -1
+        #: Whether what has come so far can never start a valid head.
+        self.invalid = False
 
-    def invalid(self, buffer: bytearray) -> bool:
-        """Whether what has come of the head so far can never start a valid one."""
+    def take(self, buffer: bytearray) -> None:
+        """Look at what arrived since the last call."""
+        # A CRLF may straddle two pieces.
+        since = max(self.fed - 1, 0)
+        if self.request_line < 0:
+            self.request_line = buffer.find(b"\r\n", since)
+        last = buffer.rfind(b"\r\n", since)
+        if last >= 0:
+            self.line_start = last + 2
         try:
             self.parser.feed_data(bytes(buffer[self.fed :]))
         except httptools.HttpParserError:
-            return True
-        finally:
-            self.fed = len(buffer)
-        return False
+            self.invalid = True
+        self.fed = len(buffer)
 
 
 #: The answer that refuses a request and ends its connection, given the client's address.
@@ -292,7 +306,8 @@ class FrontProtocol(asyncio.Protocol):
         """Answer the request at the front of the buffer, if it has arrived."""
         buffer = self._buffer
         if self._waiting is None:
-            end = buffer.find(b"\r\n\r\n")
+            partial = self._partial
+            end = buffer.find(b"\r\n\r\n", 0 if partial is None else max(partial.fed - 3, 0))
             if end < 0:
                 self._head_arriving()
                 return
@@ -378,29 +393,28 @@ class FrontProtocol(asyncio.Protocol):
 
     def _head_arriving(self) -> None:
         """Part of a head is buffered: judge it so far, and bound its size and time."""
-        buffer, limits = self._buffer, self._limits
-        line_end = buffer.find(b"\r\n")
-        if line_end > limits.max_line_size or (line_end < 0 and len(buffer) > limits.max_line_size):
+        buffer, limits, partial = self._buffer, self._limits, self._partial
+        if partial is None:
+            partial = self._partial = _PartialHead()
+            self._head_timer = asyncio.get_running_loop().call_later(
+                limits.head_timeout, self._refuse, HeadTooSlow()
+            )
+        partial.take(buffer)
+        request_line = partial.request_line if partial.request_line >= 0 else len(buffer)
+        if request_line > limits.max_line_size:
             self._refuse(RequestLineTooLong())
-            return
-        if len(buffer) > limits.max_head_size or (
-            len(buffer) - buffer.rfind(b"\r\n") - 2 > limits.max_field_size
+        elif (
+            len(buffer) > limits.max_head_size
+            or len(buffer) - partial.line_start > limits.max_field_size
         ):
             self._refuse(HeadTooLarge())
-            return
-        if self._partial is None:
-            self._partial = _PartialHead()
-            self._head_timer = asyncio.get_running_loop().call_later(
-                self._limits.head_timeout, self._refuse, HeadTooSlow()
-            )
-        if self._partial.invalid(buffer):
+        elif partial.invalid:
             self._hand_over()
-            return
-        if not self._budget.change(self._head_held, len(buffer)):
+        elif not self._budget.change(self._head_held, len(buffer)):
             self._head_held = 0
             self._refuse(SlowHeadsOverBudget())
-            return
-        self._head_held = len(buffer)
+        else:
+            self._head_held = len(buffer)
 
     def _head_arrived(self) -> None:
         """The head is whole (or given up on): it no longer counts, nor is it timed."""

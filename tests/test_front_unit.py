@@ -1,5 +1,5 @@
-"""Fuzzing the front's parsing: the head parser and the connection's first reader, fed
-arbitrary bytes in arbitrary pieces through a recording transport.
+"""The front's parsing, unit by unit: the head parser, and the connection's first reader
+fed bytes in pieces through a recording transport; by example, and fuzzed.
 
 Whatever arrives, the front must do one of three things, and never raise: refuse the
 request (a whole HTTP answer, then close), hand the connection to aiohttp with every
@@ -165,3 +165,44 @@ def _answers(data: bytes) -> list[int]:
     parser = httptools.HttpResponseParser(Collect())
     parser.feed_data(data)
     return statuses
+
+
+def _refused_with(pieces: list[bytes]) -> int:
+    transport, _, _ = _feed(pieces)
+    assert transport.closed
+    [status] = _answers(bytes(transport.written))
+    return status
+
+
+def test_a_request_line_over_its_limit_is_414_while_it_arrives() -> None:
+    line = b"GET /" + b"a" * LIMITS.max_line_size
+    assert _refused_with([line[:100], line[100:]]) == 414
+
+
+def test_a_header_line_over_its_limit_is_431_while_it_arrives() -> None:
+    head = b"GET / HTTP/1.1\r\nX-Big: " + b"b" * LIMITS.max_field_size
+    assert _refused_with([head[:50], head[50:]]) == 431
+
+
+def test_a_head_over_its_limit_is_431_while_it_arrives() -> None:
+    lines = [b"GET / HTTP/1.1\r\n"] + [b"X-Pad: %b\r\n" % (b"p" * 1000)] * 10
+    assert _refused_with(lines) == 431
+
+
+def test_a_line_end_split_between_pieces_is_seen() -> None:
+    transport, aiohttp, _ = _feed([b"GET / HTTP/1.1\r", b"\nHost: h\r", b"\n\r", b"\n"])
+    assert transport.protocol is not None  # whole: handed to aiohttp
+    assert bytes(aiohttp.received) == b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+
+
+def test_a_bare_line_feed_is_handed_over_at_once() -> None:
+    transport, aiohttp, _ = _feed([b"GET / HTTP/1.1\nHost: h\n"])
+    assert transport.protocol is not None
+    assert bytes(aiohttp.received) == b"GET / HTTP/1.1\nHost: h\n"
+
+
+def test_an_upgrade_is_refused_by_the_front_itself() -> None:
+    transport, _, _ = _feed([b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\n\r\nGET /b"])
+    assert transport.closed
+    assert _answers(bytes(transport.written)) == [400]
+    assert transport.protocol is None
