@@ -1,6 +1,6 @@
 """The middleware around every request: its id for the logs, the in-flight count that
 shutdown drains, the request metrics, and the headers every answer carries (its
-request id and CORS).
+request id, CORS, and a ``Server`` that names no versions).
 
 Each is a plain call before and after the handler rather than a middleware or a signal
 of its own: every middleware is one more coroutine frame that each resumption of a
@@ -10,16 +10,18 @@ answer. A handler that streams prepares its response with :func:`prepare`.
 
 from __future__ import annotations
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from .guards import add_cors_headers
+from .headers import SERVER
 from .lifecycle import Lifecycle
 from .logs import add_request_id_header, begin_request, end_request
 from .metrics import Metrics
 
 
 def _finish_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.setdefault(hdrs.SERVER, SERVER)  # Zoom's own, if it named one
     add_request_id_header(request, response)
     add_cors_headers(request, response)
 

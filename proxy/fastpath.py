@@ -30,13 +30,12 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.helpers import rfc822_formatted_time
-from aiohttp.http import SERVER_SOFTWARE
 
 from .body_stream import BodyStream, ClientLeft
 from .errors import ClientTooSlow, ProxyError, RefreshRejected, UnsafePath
 from .forward import SMALL_BODY, RefusedByZoom, upstream_target, whole_body
 from .front import Handover, Job, Reply
-from .headers import headers_for_client, headers_for_zoom
+from .headers import SERVER, headers_for_client, headers_for_zoom
 from .heads import Head
 from .http_errors import log_refusal, login_url, raw_json_answer, status_line
 from .keys import REFRESHER, SESSIONS, SETTINGS, STORAGE, UPSTREAM
@@ -259,7 +258,7 @@ async def _relay(
     if "date" not in named:
         lines.append(f"Date: {rfc822_formatted_time()}\r\n")
     if "server" not in named:
-        lines.append(f"Server: {SERVER_SOFTWARE}\r\n")
+        lines.append(f"Server: {SERVER}\r\n")
     _common_headers(lines, request_id, head.keep_alive)
     if upstream.bodiless:
         lines.append("\r\n")

@@ -16,10 +16,10 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 from aiohttp.helpers import rfc822_formatted_time
-from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.typedefs import Handler, Middleware
 
 from .errors import ProxyError, RefreshRejected, Unauthenticated
+from .headers import SERVER
 from .keys import SETTINGS, STORAGE
 from .logs import redacted_target
 from .pages import message_page
@@ -101,7 +101,7 @@ def raw_json_answer(
     lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
     lines += extra
     lines.append("Content-Type: application/json; charset=utf-8\r\n")
-    lines.append(f"Date: {rfc822_formatted_time()}\r\nServer: {SERVER_SOFTWARE}\r\n")
+    lines.append(f"Date: {rfc822_formatted_time()}\r\nServer: {SERVER}\r\n")
     if close:
         lines.append("Connection: close\r\n")
     lines.append(f"Content-Length: {len(payload)}\r\n\r\n")

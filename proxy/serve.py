@@ -31,6 +31,7 @@ from .config import ListenSettings, UpstreamSettings
 from .errors import HeadTooLarge, NotHttp, ProxyError, RequestLineTooLong
 from .fastpath import api_lane
 from .front import NOTE_ATTRIBUTE, Front, Job
+from .headers import SERVER
 from .heads import Head, Limits, framing_refusal
 from .http_errors import connection_refusal, json_answer, log_connection_refusal
 from .keys import SETTINGS
@@ -126,6 +127,7 @@ class _QuietRequestHandler(RequestHandler):
         headers, body = json_answer(error, "")
         response = web.json_response(body, status=error.status, headers=headers)
         response.headers[hdrs.CONNECTION] = "close"
+        response.headers[hdrs.SERVER] = SERVER
         response.force_close()
         return response
 
