@@ -24,6 +24,8 @@ USER_ID = web.RequestKey("user_id", str)
 #: The status Zoom's API answered a forwarded request with.
 UPSTREAM_STATUS = web.RequestKey("upstream_status", int)
 REQUEST_ID = web.RequestKey("request_id", str)
+#: Whether this request's ``X-Forwarded-For`` names the client (``trust_forwarded_headers``).
+_FORWARDED_TRUSTED = web.RequestKey("forwarded_trusted", bool)
 #: The request id of the request being handled, for log lines that have no request.
 current_request_id: ContextVar[str] = ContextVar("current_request_id", default="-")
 _REQUEST_ID_HEADER = "X-Request-ID"
@@ -41,6 +43,7 @@ def begin_request(request: web.Request) -> Token[str]:
     """Name the request (the client's sane ``X-Request-ID``, or a new id) for its log lines."""
     request_id = accepted_request_id(request.headers.get(_REQUEST_ID_HEADER))
     request[REQUEST_ID] = request_id
+    request[_FORWARDED_TRUSTED] = request.app.get(TRUST_FORWARDED, False)
     return current_request_id.set(request_id)
 
 
@@ -121,7 +124,9 @@ class AccessLogger(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.INFO)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        trusted = isinstance(request, web.Request) and request.app.get(TRUST_FORWARDED, False)
+        # Not request.app: a request aiohttp's parser refused reached no app, and asking
+        # for its app raised inside aiohttp's access logging (an ERROR and a traceback).
+        trusted = request.get(_FORWARDED_TRUSTED, False)
         log_access(
             self.logger,
             method=request.method,
