@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -15,7 +16,7 @@ import uvloop
 import yaml
 from aiohttp import web
 
-from . import serve
+from . import __version__, serve
 from .app import create_app
 from .config import (
     ConfigError,
@@ -36,34 +37,56 @@ DEMO_PORT = 8080
 
 _EPILOG = """\
 commands:
-  python -m proxy [--config PATH] [--workers N]   run the proxy
-  python -m proxy --demo [--port N]               try it with the built-in Zoom emulator
-  python -m proxy gen-key                         print a new session key
-  python -m proxy check-config [--config PATH]    validate a config, print it (secrets masked)
+  zoom-proxy [--config PATH] [--host H] [--port N] [--workers N]
+      run the proxy
+  zoom-proxy --demo [--host H] [--port N] [--public-url URL]
+      try it with the built-in Zoom emulator: no Zoom app needed
+  zoom-proxy gen-key
+      print a new session key
+  zoom-proxy check-config [--config PATH]
+      validate a config, print it (secrets masked)
 
-The config is --config, else $ZOOM_PROXY_CONFIG, else ./config.yaml. A bad config
-prints one line per problem and exits 2.
+`python -m proxy` is the same as `zoom-proxy`. The config is --config, else
+$ZOOM_PROXY_CONFIG, else ./config.yaml. A bad config prints one line per problem and
+exits 2; so does a flag that does not apply.
 """
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m proxy",
+        prog=_program(),
         description="An authenticating reverse proxy for Zoom's REST API.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"zoom-proxy {__version__}")
     parser.add_argument(
-        "--config", help="config file (default: $ZOOM_PROXY_CONFIG or ./config.yaml)"
+        "--config",
+        metavar="PATH",
+        help="config file (default: $ZOOM_PROXY_CONFIG or ./config.yaml)",
     )
     parser.add_argument("--demo", action="store_true", help="run with the built-in Zoom emulator")
     parser.add_argument(
-        "--port", type=int, default=DEMO_PORT, help="the demo's port (default 8080)"
+        "--host",
+        metavar="ADDRESS",
+        help="address to listen on, instead of listen.host (the demo's default: localhost)",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        metavar="N",
+        help=f"port to listen on, instead of listen.port (the demo's default: {DEMO_PORT})",
+    )
+    parser.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="with --demo: how browsers reach it (default: http://localhost:PORT, or the"
+        " --host address)",
     )
     parser.add_argument(
         "--workers",
         type=_positive,
-        default=1,
+        metavar="N",
         help="processes sharing the port through SO_REUSEPORT (default 1)",
     )
     commands = parser.add_subparsers(dest="command")
@@ -76,8 +99,16 @@ def _parser() -> argparse.ArgumentParser:
         description="Validate a config: print the effective config (secrets masked) and exit 0,"
         " or print every problem, one per line, and exit 2.",
     )
-    check.add_argument("--config", dest="check_config", help="config file to validate")
+    check.add_argument(
+        "--config", dest="check_config", metavar="PATH", help="config file to validate"
+    )
     return parser
+
+
+def _program() -> str:
+    """The name the user typed: the console script, or ``python -m proxy``."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m proxy" if name in ("", "__main__.py") else name
 
 
 def _positive(text: str) -> int:
@@ -85,6 +116,41 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be between 1 and 65535")
+    return value
+
+
+def _misused(args: argparse.Namespace) -> str | None:
+    """Why the flags given do not go together, if they do not: a flag that would be
+    ignored is refused instead."""
+    given = {
+        flag
+        for flag, value in (
+            ("--config", args.config),
+            ("--demo", args.demo or None),
+            ("--host", args.host),
+            ("--port", args.port),
+            ("--public-url", args.public_url),
+            ("--workers", args.workers),
+        )
+        if value is not None
+    }
+    if args.command == "gen-key" and given:
+        return f"gen-key takes no options (got {', '.join(sorted(given))})"
+    if args.command == "check-config" and given - {"--config"}:
+        return f"check-config takes only --config (got {', '.join(sorted(given - {'--config'}))})"
+    if args.demo and "--config" in given:
+        return "--demo needs no config: drop --config, or drop --demo to run with it"
+    if args.demo and "--workers" in given:
+        return "--demo runs in one process (its emulator's state is in memory): drop --workers"
+    if not args.demo and "--public-url" in given:
+        return "--public-url is for --demo; the proxy takes public_url from its config"
+    return None
 
 
 def _load(path: str | None) -> Settings | None:
@@ -97,7 +163,11 @@ def _load(path: str | None) -> Settings | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    problem = _misused(args)
+    if problem is not None:
+        parser.error(problem)  # exits 2
     if args.command == "gen-key":
         print(generate_key())
         return 0
@@ -108,19 +178,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(yaml.safe_dump(effective_config(settings), sort_keys=False), end="")
         return 0
     if args.demo:
-        from .demo import demo_app
-
-        configure_logging(LoggingSettings())
-        return _serve(
-            lambda: demo_app(args.port),
-            host="localhost",
-            port=args.port,
-            shutdown_timeout=1.0,
-            message=_demo_banner(f"http://localhost:{args.port}"),
-        )
+        return _demo(args)
     settings = _load(args.config)
     if settings is None:
         return EXIT_BAD_CONFIG
+    listen = dataclasses.replace(
+        settings.listen,
+        host=settings.listen.host if args.host is None else args.host,
+        port=settings.listen.port if args.port is None else args.port,
+    )
+    settings = dataclasses.replace(settings, listen=listen)
     configure_logging(settings.logging)
 
     async def proxy_app() -> web.Application:
@@ -129,16 +196,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_one = functools.partial(
         _serve,
         proxy_app,
-        host=settings.listen.host,
-        port=settings.listen.port,
-        shutdown_timeout=settings.listen.shutdown_timeout,
+        host=listen.host,
+        port=listen.port,
+        shutdown_timeout=listen.shutdown_timeout,
         message=f"zoom-proxy listening on {settings.public_url}",
         # JSON logs are the only output then: a plain line would break the stream.
         on_stdout=settings.logging.format == "text",
     )
-    if args.workers == 1:
+    if args.workers in (None, 1):
         return serve_one()
     return _run_workers(args.workers, functools.partial(serve_one, reuse_port=True))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import default_public_url, demo_app, demo_settings
+    from .emulator import ZoomEmulator
+
+    host = "localhost" if args.host is None else args.host
+    port = DEMO_PORT if args.port is None else args.port
+    emulator = ZoomEmulator(auto_approve=False)
+    try:
+        settings = demo_settings(
+            host=host,
+            port=port,
+            public_url=args.public_url or default_public_url(host, port),
+            emulator=emulator,
+        )
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem.replace("public_url", "--public-url", 1), file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    configure_logging(LoggingSettings())
+
+    async def app() -> web.Application:
+        return demo_app(settings, emulator)
+
+    return _serve(
+        app,
+        host=host,
+        port=port,
+        shutdown_timeout=1.0,
+        message=_demo_banner(settings.public_url),
+    )
 
 
 def _run_workers(count: int, serve_one: Callable[[], int]) -> int:

@@ -1,31 +1,43 @@
 """``python -m proxy --demo``: the proxy in front of the built-in Zoom emulator.
 
-No Zoom app and no config are needed: the emulator plays Zoom on a free local port,
-with a consent page to click through, and a throwaway session key is generated.
+No Zoom app and no config are needed: the emulator plays Zoom under ``/_emulator/`` on
+the proxy's own port, with a consent page to click through, and a throwaway session key
+is generated. Only the one port is used, so the demo works wherever a browser can reach
+that port: in a container (``--host 0.0.0.0``) or on a remote machine (with
+``--public-url`` saying how the browser reaches it).
 """
 
 from __future__ import annotations
 
+import ipaddress
+
 from aiohttp import web
 
-from . import serve
 from .app import create_app
 from .config import Settings, generate_key, settings_from_mapping
 from .emulator import ZoomEmulator
 
+#: Where the emulator's routes live on the proxy's port.
+EMULATOR_PREFIX = "/_emulator"
 
-def demo_settings(*, port: int, zoom_base: str, client_id: str, client_secret: str) -> Settings:
+
+def demo_settings(*, host: str, port: int, public_url: str, emulator: ZoomEmulator) -> Settings:
+    """The browser goes to the emulator's consent page at ``public_url``; the proxy calls
+    the emulator's token endpoint and API on its own listening address. Raises
+    :class:`proxy.config.ConfigError` for a ``public_url`` that is not an origin."""
+    browser_side = f"{public_url}{EMULATOR_PREFIX}"
+    server_side = f"http://{_url_host(_own_address(host))}:{port}{EMULATOR_PREFIX}"
     return settings_from_mapping(
         {
-            "listen": {"host": "localhost", "port": port},
-            "public_url": f"http://localhost:{port}",
+            "listen": {"host": host, "port": port},
+            "public_url": public_url,
             "zoom": {
-                "client_id": client_id,
-                "client_secret": client_secret,
-                "authorize_url": f"{zoom_base}/oauth/authorize",
-                "token_url": f"{zoom_base}/oauth/token",
-                "revoke_url": f"{zoom_base}/oauth/revoke",
-                "api_base_url": f"{zoom_base}/v2",
+                "client_id": emulator.client_id,
+                "client_secret": emulator.client_secret,
+                "authorize_url": f"{browser_side}/oauth/authorize",
+                "token_url": f"{server_side}/oauth/token",
+                "revoke_url": f"{server_side}/oauth/revoke",
+                "api_base_url": f"{server_side}/v2",
             },
             "session": {"secret_keys": [generate_key()], "cookie_secure": False},
         },
@@ -33,22 +45,33 @@ def demo_settings(*, port: int, zoom_base: str, client_id: str, client_secret: s
     )
 
 
-async def demo_app(port: int) -> web.Application:
-    """The proxy app, with the emulator started beside it and stopped with it."""
-    emulator = ZoomEmulator(auto_approve=False)
-    emulator_runner = await serve.start(emulator.app(), host="127.0.0.1", port=0)
-    emulator_port = emulator_runner.addresses[0][1]
-    settings = demo_settings(
-        port=port,
-        zoom_base=f"http://127.0.0.1:{emulator_port}",
-        client_id=emulator.client_id,
-        client_secret=emulator.client_secret,
-    )
+def default_public_url(host: str, port: int) -> str:
+    """How a browser on this machine reaches the demo listening on ``host``."""
+    address = "localhost" if _is_wildcard(host) else host
+    return f"http://{_url_host(address)}:{port}"
+
+
+def demo_app(settings: Settings, emulator: ZoomEmulator) -> web.Application:
+    """The proxy app, with ``emulator`` mounted under :data:`EMULATOR_PREFIX`."""
     emulator.allowed_redirect_uris = {settings.redirect_uri}
     app = create_app(settings)
-
-    async def stop_emulator(_: web.Application) -> None:
-        await emulator_runner.cleanup()
-
-    app.on_cleanup.append(stop_emulator)
+    app.add_subapp(EMULATOR_PREFIX, emulator.app())
     return app
+
+
+def _is_wildcard(host: str) -> bool:
+    return host in ("", "0.0.0.0", "::")  # noqa: S104 - recognising it, not binding it
+
+
+def _own_address(host: str) -> str:
+    """An address the proxy reaches itself at, listening on ``host``."""
+    if host == "::":
+        return "::1"
+    return "127.0.0.1" if _is_wildcard(host) or host == "localhost" else host
+
+
+def _url_host(host: str) -> str:
+    try:
+        return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
+    except ValueError:  # a name
+        return host

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import json
 import os
 import signal
@@ -243,8 +244,69 @@ async def test_demo_says_what_to_open_and_try_and_stops_cleanly_on_ctrl_c(tmp_pa
 def test_help_documents_every_command() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("gen-key", "check-config", "--demo", "--workers", "--config", "--port"):
+    for command in (
+        "gen-key",
+        "check-config",
+        "--demo",
+        "--workers",
+        "--config",
+        "--host",
+        "--port",
+        "--public-url",
+        "--version",
+    ):
         assert command in result.stdout
+
+
+def test_check_config_help_names_its_argument_plainly() -> None:
+    result = run_cli("check-config", "--help")
+    assert result.returncode == 0
+    assert "--config PATH" in result.stdout
+    assert "CHECK_CONFIG" not in result.stdout
+
+
+def test_version_prints_the_package_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"zoom-proxy {importlib.metadata.version('zoom-proxy')}"
+
+
+def test_the_zoom_proxy_command_is_installed_with_the_package() -> None:
+    command = Path(sys.executable).parent / "zoom-proxy"
+    result = subprocess.run(  # noqa: S603 - the package's own console script
+        [str(command), "--version"], capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("zoom-proxy ")
+
+
+MISUSED_FLAGS = {
+    "--demo with --config": ("--demo", "--config", "x.yaml"),
+    "--demo with --workers": ("--demo", "--workers", "2"),
+    "--public-url without --demo": ("--public-url", "http://127.0.0.2:8080"),
+    "gen-key with --port": ("--port", "9000", "gen-key"),
+    "check-config with --workers": ("--workers", "2", "check-config"),
+    "a port out of range": ("--demo", "--port", "70000"),
+    "a bad demo public URL": ("--demo", "--public-url", "http://127.0.0.2:8080/path"),
+}
+
+
+@pytest.mark.parametrize("args", MISUSED_FLAGS.values(), ids=MISUSED_FLAGS.keys())
+def test_a_flag_that_would_be_ignored_is_refused_with_exit_2(args: tuple[str, ...]) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert result.stderr.strip(), "says why"
+    assert "Traceback" not in result.stderr
+
+
+async def test_port_and_host_flags_override_the_config(tmp_path: Path) -> None:
+    configured, wanted = unused_port(), unused_port()
+    config = good_config(tmp_path, configured)
+    args = ("--config", str(config), "--host", "127.0.0.1", "--port", str(wanted))
+    async with running(*args, stderr_path=tmp_path / "log") as process:
+        await first_line(process)
+        assert is_listening(wanted)
+        assert not is_listening(configured)
 
 
 def test_check_config_prints_the_effective_config_with_secrets_masked(tmp_path: Path) -> None:
@@ -281,7 +343,9 @@ async def consent_page(browser: aiohttp.ClientSession, demo: str) -> tuple[str, 
     async with browser.get(urljoin(demo, "/auth/login")) as response:
         assert response.status == 200
         page_url, page = str(response.url), await response.text()
-    assert not page_url.startswith(demo), "sign-in did not go to the emulator"
+    # The emulator plays Zoom on the demo's own port, so any browser that reaches the
+    # demo reaches it too.
+    assert page_url.startswith(urljoin(demo, "/_emulator/oauth/authorize?")), page_url
     [form] = [form for form in forms_in(page) if {"Approve", "Deny"} <= form.buttons.keys()]
     assert form.method == "post"
     return page_url, form
@@ -320,6 +384,28 @@ async def test_demo_signed_in_browser_calls_the_api(
         assert response.status == 200
         body = await response.json()
     assert body == default_user().as_json()
+
+
+async def test_the_demo_listening_on_every_address_works_from_another_host(
+    tmp_path: Path, browser: aiohttp.ClientSession
+) -> None:
+    """As in a container (``--host 0.0.0.0``) reached by another name: here 127.0.0.2,
+    so nothing may assume localhost. Sign-in, the emulator and the API all work there."""
+    port = unused_port()
+    url = f"http://127.0.0.2:{port}/"
+    everywhere = "0.0.0.0"  # noqa: S104 - the behaviour under test; traffic stays on loopback
+    args = ("--demo", "--host", everywhere, "--port", str(port), "--public-url", url[:-1])
+    async with running(*args, stderr_path=tmp_path / "demo.log") as demo:
+        assert f"Open {url} " in await demo_banner(demo)
+        status, final_url, page = await decide(browser, url, "Approve")
+        assert (status, final_url) == (200, url)
+        assert default_user().email in page
+        async with browser.get(
+            urljoin(url, "/api/users/me"), headers={"Accept": "application/json"}
+        ) as response:
+            assert response.status == 200
+            assert (await response.json())["id"] == default_user().id
+    assert "Traceback" not in (tmp_path / "demo.log").read_text()
 
 
 async def test_demo_deny_ends_on_a_cancelled_page(

@@ -101,7 +101,7 @@ class OAuthRoutes:
             f"<p>Allow this app to use Zoom as "
             f"{html.escape(user.first_name)} {html.escape(user.last_name)} "
             f"({html.escape(user.email)})?</p>"
-            f'<form method="post" action="/oauth/authorize">{ask.hidden_fields()}'
+            f'<form method="post" action="authorize">{ask.hidden_fields()}'
             '<button name="decision" value="approve">Approve</button> '
             '<button name="decision" value="deny">Deny</button></form>'
         )
