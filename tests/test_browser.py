@@ -15,10 +15,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import unused_port
 from multidict import CIMultiDict
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from tests.conftest import Proxy, ProxyFactory, Zoom
+from tests.test_cli import demo_banner, running
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -334,3 +336,24 @@ async def test_sign_out_button_ends_the_session_and_revokes(page: Page, proxy: P
     result = await page_fetch(page, "/auth/me")
     assert result["status"] == 401
     assert proxy.zoom.emulator.counters["revoke"] == 1
+
+
+async def test_the_demo_listening_everywhere_signs_in_from_another_address(
+    page: Page, tmp_path: Path
+) -> None:
+    """``zoom-proxy --demo --host 0.0.0.0``, as in a container, opened at 127.0.0.2:
+    the emulator is on the demo's own port, so the browser reaches every page of it."""
+    port = unused_port()
+    url = f"http://127.0.0.2:{port}"
+    everywhere = "0.0.0.0"  # noqa: S104 - the behaviour under test; traffic stays on loopback
+    args = ("--demo", "--host", everywhere, "--port", str(port), "--public-url", url)
+    async with running(*args, stderr_path=tmp_path / "demo.log") as demo:
+        await demo_banner(demo)
+        await page.goto(f"{url}/")
+        await page.get_by_role("link", name="Sign in with Zoom").click()
+        await page.get_by_role("button", name="Approve").click()
+        await expect(page.get_by_text("Signed in as Ada Lovelace")).to_be_visible()
+        assert page.url == f"{url}/"
+        result = await page_fetch(page, "/api/users/me")
+    assert result["status"] == 200
+    assert result["body"]["email"] == "ada@example.com"
