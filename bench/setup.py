@@ -145,7 +145,7 @@ async def in_rounds(
 async def emulator_running() -> AsyncIterator[tuple[ZoomEmulator, str]]:
     """The Zoom emulator in this process, auto-approving sign-ins."""
     emulator = ZoomEmulator()
-    runner = await serve.start(emulator.app(), host="127.0.0.1", port=0)
+    runner = await serve.start(emulator.app(), host="127.0.0.1", port=0, answer_half_closed=False)
     try:
         yield emulator, f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:

@@ -123,7 +123,9 @@ async def soak(minutes: float, concurrency: int, say: Say) -> dict[str, Any]:
     raise_file_limit()
     async with supervised("zoom-proxy-soak-", say) as (supervisor, temp):
         emulator = ZoomEmulator(token_lifetime=TOKEN_LIFETIME)
-        runner = await serve.start(emulator.app(), host="127.0.0.1", port=0)
+        runner = await serve.start(
+            emulator.app(), host="127.0.0.1", port=0, answer_half_closed=False
+        )
         zoom_base = f"http://127.0.0.1:{runner.addresses[0][1]}"
         endpoints = zoomproxy.ZoomEndpoints(
             oauth_base=zoom_base,

@@ -226,6 +226,10 @@ class FrontProtocol(asyncio.Protocol):
         self._waiting: tuple[Job, int, Head] | None = None
         self._paused = False
         self._closing = False
+        #: The client has sent all it will (it shut its side down).
+        self._client_done = False
+        #: The connection is aiohttp's now.
+        self._handed_over = False
         self._idle_since = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         #: When the streamed body last moved, and the timer that watches it.
@@ -264,10 +268,14 @@ class FrontProtocol(asyncio.Protocol):
         elif len(self._buffer) > _READ_AHEAD:
             self._pause_reading()
 
-    def eof_received(self) -> None:
-        """The client closed its end: gone, as aiohttp takes it. The transport closes,
-        and ``connection_lost`` cancels the request being answered (and its call to
-        Zoom), rather than holding a pool slot for nobody."""
+    def eof_received(self) -> bool:
+        """The client will send nothing more. A request it sent whole is still answered
+        (it may have shut down only its sending side, as ``nc -N`` does), then the
+        connection closes. Anything else ends now: the transport closes, and
+        ``connection_lost`` cancels a request whose body will never come whole."""
+        self._client_done = True
+        stream = self._stream
+        return self._task is not None and (stream is None or not stream.unread)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
@@ -390,6 +398,8 @@ class FrontProtocol(asyncio.Protocol):
         self._went_idle()
         if self._buffer:
             self._next()
+        if self._client_done and self._task is None and not self._handed_over:
+            self._close()  # everything the client sent whole is answered
 
     def _head_arriving(self) -> None:
         """Part of a head is buffered: judge it so far, and bound its size and time."""
@@ -497,11 +507,14 @@ class FrontProtocol(asyncio.Protocol):
             return
         if note is not None:
             setattr(protocol, NOTE_ATTRIBUTE, note)
+        self._handed_over = True
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         if self._buffer:
             protocol.data_received(bytes(self._buffer))
         self._buffer.clear()
+        if self._client_done and not protocol.eof_received():
+            transport.close()
 
     def _close(self) -> None:
         if self._transport is not None:

@@ -19,7 +19,7 @@ import gc
 import logging
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import LineTooLong
@@ -78,13 +78,38 @@ def _refused_framing(message: RawRequestMessage) -> ProxyError | None:
 
 
 class _QuietRequestHandler(RequestHandler):
-    __slots__ = (NOTE_ATTRIBUTE, "_refusing")
+    __slots__ = (NOTE_ATTRIBUTE, "_answered", "_client_done", "_refusing", "answers_half_closed")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         setattr(self, NOTE_ATTRIBUTE, None)
         #: A request was refused for its framing: nothing more is read.
         self._refusing = False
+        #: The client has sent all it will (it shut its side down).
+        self._client_done = False
+        #: Requests answered, against aiohttp's count of those parsed (``_request_count``).
+        self._answered = 0
+        #: Whether a client that shut its sending side down is still answered.
+        self.answers_half_closed = True
+
+    # aiohttp declares None; asyncio.Protocol lets a true value keep the transport open.
+    def eof_received(self) -> bool:  # type: ignore[override]
+        """The client will send nothing more (``shutdown(SHUT_WR)``, ``nc -N``): the
+        requests it sent whole are still answered, as nginx does, then the connection
+        closes. With nothing to answer, it closes now."""
+        if not self.answers_half_closed:
+            return False  # aiohttp's way: gone, and the handler is cancelled
+        self._client_done = True
+        return self._answered < self._request_count
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        finished = await super().finish_response(request, resp, start_time)
+        self._answered += 1
+        if self._client_done and self._answered >= self._request_count:
+            self.force_close()  # what was written is still delivered
+        return finished
 
     def data_received(self, data: bytes) -> None:
         if self._refusing:
@@ -104,6 +129,7 @@ class _QuietRequestHandler(RequestHandler):
                 return  # aiohttp refuses it, and parses nothing after it
             error = _refused_framing(message)
             if error is not None:
+                self._request_count -= len(messages) - index - 1
                 while len(messages) > index:
                     messages.pop()
                 messages.append((_ErrInfo(error.status, error, error.message), EMPTY_PAYLOAD))
@@ -133,17 +159,34 @@ class _QuietRequestHandler(RequestHandler):
 
 
 class _QuietServer(web.Server):
+    answers_half_closed = True
+
     def __call__(self) -> RequestHandler:
-        return _QuietRequestHandler(self, loop=self._loop, **self._kwargs)
+        handler = _QuietRequestHandler(self, loop=self._loop, **self._kwargs)
+        handler.answers_half_closed = self.answers_half_closed
+        return handler
 
 
 class ProxyRunner(web.AppRunner):
-    """An ``AppRunner`` whose connections use :class:`_QuietRequestHandler`."""
+    """An ``AppRunner`` whose connections use :class:`_QuietRequestHandler`.
+
+    ``answer_half_closed``: whether a client that shut down its sending side is still
+    answered (the proxy's way, as ``nc -N`` expects); if not, it is taken as gone and
+    its handler cancelled (aiohttp's way, which the emulator keeps: its test routes
+    count the calls a client abandoned).
+    """
+
+    def __init__(
+        self, app: web.Application, *, answer_half_closed: bool = True, **kwargs: Any
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self._answer_half_closed = answer_half_closed
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         # aiohttp builds the Server itself; only the protocol factory differs.
         server.__class__ = _QuietServer
+        cast(_QuietServer, server).answers_half_closed = self._answer_half_closed
         return server
 
 
@@ -154,9 +197,15 @@ async def start(
     port: int,
     shutdown_timeout: float = 10.0,
     reuse_port: bool = False,
+    answer_half_closed: bool = True,
 ) -> ProxyRunner:
     """Start ``app`` on ``host:port``; the caller awaits ``runner.cleanup()``."""
-    runner = ProxyRunner(app, shutdown_timeout=shutdown_timeout, **SERVER_OPTIONS)
+    runner = ProxyRunner(
+        app,
+        answer_half_closed=answer_half_closed,
+        shutdown_timeout=shutdown_timeout,
+        **SERVER_OPTIONS,
+    )
     await runner.setup()
     try:
         site = EagerSite(

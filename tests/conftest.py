@@ -109,7 +109,7 @@ def proxy_config(zoom_base: str, port: int, **sections: Any) -> dict[str, Any]:
 @pytest.fixture
 async def zoom() -> AsyncIterator[Zoom]:
     emulator = ZoomEmulator()
-    runner = await serve.start(emulator.app(), host="127.0.0.1", port=0)
+    runner = await serve.start(emulator.app(), host="127.0.0.1", port=0, answer_half_closed=False)
     port = runner.addresses[0][1]
     yield Zoom(emulator=emulator, base_url=f"http://127.0.0.1:{port}")
     emulator.token_endpoint_mode = "ok"

@@ -537,3 +537,39 @@ def _all_answers(data: bytes) -> list[Answer]:
 async def test_every_way_frames_alike(signed_in: Proxy, cookie: str, name: str) -> None:
     outcomes = {way.name: await _outcome(signed_in, cookie, way, name) for way in WAYS}
     assert len(set(outcomes.values())) == 1, outcomes
+
+
+# A client that sends its requests, then shuts down its sending side (``nc -N``), gets
+# every answer, then the connection closes.
+
+
+async def test_a_half_closed_client_gets_its_answers(
+    signed_in: Proxy, cookie: str, way: Way
+) -> None:
+    raw = (
+        way.lead(signed_in.url, cookie)
+        + raw_request("GET /api/_test/echo/one HTTP/1.1", cookie, *way.head_lines(signed_in.url))
+        + raw_request("GET /api/_test/echo/two HTTP/1.1", cookie)
+    )
+    async with connection(signed_in) as (reader, writer):
+        writer.write(raw)
+        writer.write_eof()
+        received = await asyncio.wait_for(reader.read(), GUARD)
+    answers = _all_answers(received)
+    assert statuses(answers) == [200] * (way.leading_answers + 2)
+    assert [a.json()["raw_path"] for a in answers[way.leading_answers :]] == [
+        "/v2/_test/echo/one",
+        "/v2/_test/echo/two",
+    ]
+
+
+async def test_a_half_closed_client_with_nothing_whole_to_answer_is_closed(
+    signed_in: Proxy, cookie: str, way: Way
+) -> None:
+    raw = way.lead(signed_in.url, cookie) + b"GET /api/_test/echo/partial HTTP/1.1\r\nHo"
+    async with connection(signed_in) as (reader, writer):
+        writer.write(raw)
+        writer.write_eof()
+        received = await asyncio.wait_for(reader.read(), GUARD)
+    assert statuses(_all_answers(received)) == [200] * way.leading_answers
+    assert "GET /v2/_test/echo/partial" not in reached_zoom(signed_in)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import socket
+import struct
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -410,13 +411,19 @@ async def test_a_client_silent_mid_body_gets_408_after_upstream_timeout(
     assert all(r.body_length < 5000 for r in uploads)  # nothing reached Zoom as complete
 
 
-async def test_a_client_that_leaves_cancels_its_call_to_zoom(proxy: Proxy, cookie: str) -> None:
+async def test_a_client_that_resets_its_connection_cancels_its_call_to_zoom(
+    proxy: Proxy, cookie: str
+) -> None:
+    """A reset, unlike a FIN (which may shut only the client's sending side, and is
+    answered), says the client is gone."""
     emulator = proxy.zoom.emulator
     lifecycle = proxy.app[LIFECYCLE]
     async with connection(proxy) as (_, writer):
         writer.write(request("GET", "/api/_test/hold_headers", cookie))
         await emulator.wait_for_held()
         assert lifecycle.in_flight == 1
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     await asyncio.wait_for(emulator.wait_for_counter("holds_aborted", 1), timeout=10)
     assert lifecycle.in_flight == 0
     assert proxy.app[UPSTREAM].in_use == 0
