@@ -70,7 +70,9 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_shared_state)
     app.cleanup_ctx.append(_zoom_client)
     # First, so the hot path is the router's first match.
-    app.router.add_route("*", "/api/{tail:.*}", forward)
+    # (?s): a decoded %0a must not make a path miss the route (a 404, where every other
+    # control character gets forward's 400).
+    app.router.add_route("*", "/api/{tail:(?s:.*)}", forward)
     app.router.add_get("/", index)
     app.router.add_get("/auth/login", auth.login)
     app.router.add_get("/auth/callback", auth.callback)

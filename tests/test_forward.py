@@ -95,6 +95,20 @@ async def test_dot_segments_and_encoded_slashes_are_400_and_never_reach_zoom(
     assert len(signed_in.zoom.emulator.api_requests) == before
 
 
+@pytest.mark.parametrize("code", [f"%{n:02x}" for n in [*range(0x20), 0x7F]])
+async def test_every_control_character_in_the_path_is_400(signed_in: Proxy, code: str) -> None:
+    """%0a included: once decoded, a line feed must not make the path miss /api's route."""
+    before = len(signed_in.zoom.emulator.api_requests)
+    request = (
+        f"GET /api/users/me{code} HTTP/1.1\r\nHost: x\r\n"
+        f"Cookie: {signed_in.cookie_header()}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    answer = await raw_request(signed_in.url, request)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:100]
+    assert b'"error": "unsafe_path"' in answer
+    assert len(signed_in.zoom.emulator.api_requests) == before
+
+
 async def test_client_credentials_cookies_and_hop_by_hop_headers_never_reach_zoom(
     signed_in: Proxy,
 ) -> None:
