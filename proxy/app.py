@@ -22,7 +22,7 @@ from .lifecycle import LIFECYCLE, Lifecycle
 from .logs import TRUST_FORWARDED
 from .metrics import METRICS, Metrics
 from .oauth import ZoomOAuth
-from .pages import signed_in_page, signed_out_page
+from .pages import favicon, signed_in_page, signed_out_page
 from .refresh import Refresher
 from .session import ChunkedCookieStorage, make_fernet
 from .session_store import CookieSessions, RedisSessions
@@ -74,6 +74,7 @@ def create_app(settings: Settings) -> web.Application:
     # control character gets forward's 400).
     app.router.add_route("*", "/api/{tail:(?s:.*)}", forward)
     app.router.add_get("/", index)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/auth/login", auth.login)
     app.router.add_get("/auth/callback", auth.callback)
     app.router.add_post("/auth/logout", auth.logout)

@@ -170,7 +170,11 @@ def _declined(request: web.Request, error: str) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
-    """``POST /auth/logout``: revoke at Zoom (best effort) and forget the session."""
+    """``POST /auth/logout``: revoke at Zoom (best effort) and forget the session.
+
+    A browser's ``GET`` gets a page whose button POSTs here (see
+    :mod:`proxy.http_errors`); a GET never signs anyone out. The form's POST, like any
+    browser's, is redirected to the home page; a script's gets 204."""
     sessions = request.app[SESSIONS]
     signed_in = await sessions.load(request)
     # Forgotten first: if that fails, nothing has happened and a retry is safe.

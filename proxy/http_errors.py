@@ -22,7 +22,7 @@ from .errors import ProxyError, RefreshRejected, Unauthenticated
 from .headers import SERVER
 from .keys import SETTINGS, STORAGE
 from .logs import redacted_target
-from .pages import message_page
+from .pages import HOME, message_page, sign_out_page
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,9 @@ _AIOHTTP_CODES = {
     413: "payload_too_large",
     431: "headers_too_large",
 }
+#: Pages for a browser's GET of an address that only takes POST: what it is, and a
+#: button that POSTs (a GET must never act).
+_GET_PAGES: dict[str, Callable[[], str]] = {"/auth/logout": sign_out_page}
 
 
 def is_browser_navigation(request: web.Request) -> bool:
@@ -119,17 +122,50 @@ def log_connection_refusal(peer: str | None, error: ProxyError) -> None:
     log.warning("refused a request from %s: %d %s", peer, error.status, error.code)
 
 
-def _render(request: web.Request, status: int, code: str, message: str) -> web.Response:
+def _render(
+    request: web.Request, status: int, code: str, message: str, *, allow: str = ""
+) -> web.Response:
     headers = {"Cache-Control": "no-store"}
     if is_browser_navigation(request):
-        title = "Sign-in problem" if request.path.startswith("/auth/") else "zoom-proxy"
         return web.Response(
             status=status,
-            text=message_page(title, message, link="/auth/login", label="Start again"),
+            text=_error_page(request, status, message, allow),
             content_type="text/html",
             headers=headers,
         )
     return web.json_response({"error": code, "message": message}, status=status, headers=headers)
+
+
+def _error_page(request: web.Request, status: int, message: str, allow: str) -> str:
+    """What happened and what to do about it, for a person; ``allow``: the methods an
+    address takes, for a 405."""
+    if status == 404:
+        return message_page(
+            "Page not found",
+            "There is no page at this address.",
+            link=HOME,
+            label="Go to the home page",
+        )
+    if status == 405:
+        methods = _either([m.strip() for m in allow.split(",") if m.strip()])
+        takes = f"takes only {methods} requests" if methods else "takes other requests"
+        return message_page(
+            "Method not allowed",
+            f"This address {takes}, not {request.method}.",
+            link=HOME,
+            label="Go to the home page",
+        )
+    if request.path.startswith("/auth/"):
+        return message_page("Sign-in problem", message, link="/auth/login", label="Start again")
+    if status >= 500:
+        # An empty link is this very address: worth another try once the cause passes.
+        return message_page("Something went wrong", message, link="", label="Try again")
+    return message_page("Request refused", message, link=HOME, label="Go to the home page")
+
+
+def _either(items: list[str]) -> str:
+    """``A``, ``A or B``, ``A, B or C``."""
+    return " or ".join([", ".join(items[:-1]), items[-1]] if len(items) > 2 else items)
 
 
 def log_refusal(method: str, raw_target: str, error: ProxyError) -> None:
@@ -159,10 +195,16 @@ def error_middleware(screen: Screen) -> Middleware:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
+            get_page = _GET_PAGES.get(request.path)
+            if exc.status == 405 and get_page is not None and is_browser_navigation(request):
+                return web.Response(
+                    text=get_page(), content_type="text/html", headers={"Cache-Control": "no-store"}
+                )
             code = _AIOHTTP_CODES.get(exc.status, "bad_request" if exc.status < 500 else "error")
-            response = _render(request, exc.status, code, exc.reason)
-            if "Allow" in exc.headers:
-                response.headers["Allow"] = exc.headers["Allow"]
+            allow = exc.headers.get("Allow", "")
+            response = _render(request, exc.status, code, exc.reason, allow=allow)
+            if allow:
+                response.headers["Allow"] = allow
             return response
         except Exception:
             log.exception(

@@ -17,16 +17,18 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from ..pages import STYLE
 from .models import InvalidGrant
 
 if TYPE_CHECKING:
     from .state import ZoomEmulator
 
 _S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>
-<body><h1>{title}</h1>{body}</body></html>
-"""
+#: Said on every page, so that nobody takes the emulator for Zoom.
+_NOT_ZOOM = (
+    '<p class="note">This is the built-in Zoom emulator (not Zoom), a stand-in for demos'
+    " and tests: nothing here reaches Zoom, and no real account is involved.</p>"
+)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,14 @@ class _BadAuthorize(Exception):
 
 
 def _page(title: str, body: str, *, status: int = 200) -> web.Response:
-    text = _PAGE.format(title=html.escape(title), body=body)
+    """A page styled like the proxy's; ``body`` must already be escaped."""
+    heading = html.escape(title)
+    text = (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>{heading} - Zoom emulator</title><style>{STYLE}</style></head>\n"
+        f"<body><h1>{heading}</h1>{_NOT_ZOOM}{body}</body></html>\n"
+    )
     return web.Response(text=text, status=status, content_type="text/html")
 
 
@@ -103,7 +112,7 @@ class OAuthRoutes:
             f"({html.escape(user.email)})?</p>"
             f'<form method="post" action="authorize">{ask.hidden_fields()}'
             '<button name="decision" value="approve">Approve</button> '
-            '<button name="decision" value="deny">Deny</button></form>'
+            '<button class="secondary" name="decision" value="deny">Deny</button></form>'
         )
         return _page("Authorize app", body)
 
