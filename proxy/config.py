@@ -13,16 +13,22 @@ directory, from the file named by ``$ZOOM_PROXY_CONFIG``, or from an explicit pa
 
 Rules, applied in this order:
 
+- A key given twice in one mapping, at any depth, is a problem (YAML would silently
+  keep the last).
 - After YAML parsing, ``${NAME}`` and ``${NAME:-default}`` are replaced in every string
   value, anywhere in the string. The default also applies when NAME is set but empty.
-  An unset NAME with no default is a problem naming it.
+  An unset NAME with no default is a problem naming it, and so is any other ``${``
+  (``${NAME`` with no closing ``}``, ``${NAME:default}``, ``${}``): a value that needs a
+  literal ``${`` can take it from a variable, whose value is not substituted again.
 - A value that is null, or an empty string after substitution, counts as absent: the
   default applies, and ``zoom.client_id``, ``zoom.client_secret`` and
   ``session.secret_keys`` (which have none) are "required". Empty entries in
   ``secret_keys`` are skipped, so ``["${NEW_KEY}", "${OLD_KEY:-}"]`` works.
 - Values are then converted to their field's type (``"8080"`` to an int, ``"true"``,
   ``"yes"``, ``"on"`` or ``"1"`` to a bool) and validated. A YAML boolean is never a
-  number. Unknown keys are problems, at every level.
+  number. Unknown keys are problems, at every level, suggesting the closest known key.
+- Then keys that depend on each other are checked: an ``https://`` ``public_url`` needs
+  ``session.cookie_secure: true``, for instance.
 
 Every problem is collected before :class:`ConfigError` is raised, one line each, in the
 form ``dotted.key: what is wrong`` (``session.secret_keys[0]: not a valid key``). No
@@ -37,9 +43,10 @@ Example::
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import SplitResult, urlsplit
@@ -479,6 +486,9 @@ def _is_key(text: str) -> bool:
     return True
 
 
+_NOT_A_KEY = "not a valid key; make one with: python -m proxy gen-key"
+
+
 def _secret_keys(value: object) -> tuple[Secret, ...]:
     if not isinstance(value, list):
         raise _Invalid(f"expected a list of keys, got {_kind(value)}")
@@ -489,7 +499,7 @@ def _secret_keys(value: object) -> tuple[Secret, ...]:
         if isinstance(element, str) and _is_key(element):
             keys.append(Secret(element))
         else:
-            problems.append((f"[{index}]", "not a valid key"))
+            problems.append((f"[{index}]", _NOT_A_KEY))
     if problems:
         raise _Invalid(items=problems)
     if not keys:
@@ -569,16 +579,28 @@ _CONVERTERS: dict[str, _Convert] = {
 
 # --- substitution and the walk over the schema ----------------------------------------
 
-_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# A reference, ${NAME} or ${NAME:-default}; failing that, any other "${" and the
+# name-like characters after it, which is a malformed reference.
+_REFERENCE = re.compile(
+    r"\$\{(?:(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|(?P<bad>[A-Za-z0-9_]*))"
+)
 
 
-def _substitute(value: object, environ: Mapping[str, str]) -> object:
-    """Replace ``${NAME}`` / ``${NAME:-default}`` in a string or a list's strings."""
+# Secrets that may contain "${" (a Redis password, say): a malformed reference in
+# them is not quoted. Session keys are base64, so a "${" in one is never part of a key.
+_MAY_CONTAIN_REFERENCE_CHARACTERS = frozenset({"zoom.client_secret", "redis.url"})
+
+
+def _substitute(value: object, environ: Mapping[str, str], *, quote: bool = True) -> object:
+    """Replace ``${NAME}`` / ``${NAME:-default}`` in a string or a list's strings.
+
+    A malformed reference is quoted as ``"${NAME"`` in its problem unless ``quote`` is
+    false, for values where a secret may contain ``${``."""
     if isinstance(value, list):
         result, problems = [], []
         for index, element in enumerate(value):
             try:
-                result.append(_substitute(element, environ))
+                result.append(_substitute(element, environ, quote=quote))
             except _Invalid as exc:
                 problems += [(f"[{index}]{suffix}", message) for suffix, message in exc.problems]
         if problems:
@@ -586,27 +608,35 @@ def _substitute(value: object, environ: Mapping[str, str]) -> object:
         return result
     if not isinstance(value, str):
         return value
-    missing: dict[str, None] = {}
+    wrong: dict[str, None] = {}  # in order, each once
 
     def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1, 2)
+        name, default, bad = match.group("name", "default", "bad")
+        if bad is not None:
+            # "${" and the name after it at most, never what follows.
+            start = f'"${{{bad}"' if quote else 'a "${"'
+            if "}" in value[match.end() :]:
+                wrong[f"{start} is malformed: write ${{NAME}} or ${{NAME:-default}}"] = None
+            else:
+                wrong[f'{start} has no closing "}}"'] = None
+            return ""
         current = environ.get(name)
         if current:
             return current
         if default is not None:
             return default
         if current is None:
-            missing[name] = None
+            wrong[f"environment variable {name} is not set"] = None
         return ""
 
     text = _REFERENCE.sub(replace, value)
-    if missing:
-        raise _Invalid(items=[("", f"environment variable {name} is not set") for name in missing])
+    if wrong:
+        raise _Invalid(items=[("", problem) for problem in wrong])
     return text
 
 
 def _cross_check(cls: type[Any], values: Mapping[str, object]) -> Iterable[tuple[str, str]]:
-    """Problems that involve two keys of one section."""
+    """Problems that involve two keys, of one section or, for ``Settings``, of two."""
     if (
         cls is SessionSettings
         and values.get("cookie_samesite") == "None"
@@ -614,6 +644,20 @@ def _cross_check(cls: type[Any], values: Mapping[str, object]) -> Iterable[tuple
     ):
         yield "cookie_samesite", "None requires cookie_secure: true (browsers reject it otherwise)"
     session, redis = values.get("session"), values.get("redis")
+    public_url = values.get("public_url")
+    if (
+        cls is Settings
+        and isinstance(session, SessionSettings)
+        and not session.cookie_secure
+        and isinstance(public_url, str)
+        and public_url.startswith("https://")
+    ):
+        yield (
+            "session.cookie_secure",
+            "must be true when public_url is https:// (with false, browsers also send the "
+            "session cookie over plain http, where anyone on the network can read it): "
+            "set it to true or remove it",
+        )
     if cls is Settings and isinstance(session, SessionSettings) and session.store == "redis":
         if isinstance(redis, RedisSettings) and redis.url is None:
             yield "redis.url", "required when session.store is redis"
@@ -624,6 +668,37 @@ def _cross_check(cls: type[Any], values: Mapping[str, object]) -> Iterable[tuple
             )
 
 
+def _paths(cls: type[Any], prefix: str = "") -> Iterator[str]:
+    """Every known key's dotted path, sections included."""
+    for f in fields(cls):
+        key = prefix + f.name
+        yield key
+        if key not in _CONVERTERS:
+            yield from _paths(cast(type[Any], f.type), key + ".")
+
+
+_KNOWN_PATHS = tuple(_paths(Settings))
+_TOP_LEVEL = tuple(path for path in _KNOWN_PATHS if "." not in path)
+# A nested key outdented to the top level is found by its last part (``port``).
+_BY_LAST_PART = {path.rpartition(".")[2]: path for path in reversed(_KNOWN_PATHS) if "." in path}
+# Difflib's default, 0.6, pairs unrelated words such as colour and cors.
+_CLOSE_ENOUGH = 0.7
+
+
+def _unknown_key(prefix: str, key: object, names: list[str]) -> str:
+    """The problem for ``key`` in the section at ``prefix``, with the closest known key
+    at that level or, for a key that looks mis-indented, one level off."""
+    name = str(key)
+    suggestion = [prefix + match for match in get_close_matches(name, names, 1, _CLOSE_ENOUGH)]
+    if not suggestion and not prefix:
+        matches = get_close_matches(name, _BY_LAST_PART, 1, _CLOSE_ENOUGH)
+        suggestion = [_BY_LAST_PART[match] for match in matches]
+    if not suggestion and prefix:
+        suggestion = get_close_matches(name, _TOP_LEVEL, 1, _CLOSE_ENOUGH)
+    hint = f"; did you mean {suggestion[0]}?" if suggestion else ""
+    return f"{prefix}{name}: unknown key{hint}"
+
+
 def _build(
     cls: type[Any],
     data: Mapping[Any, object],
@@ -631,9 +706,12 @@ def _build(
     environ: Mapping[str, str],
     problems: list[str],
 ) -> Any:
-    """Instantiate ``cls`` from ``data``, appending every problem; None if there were any."""
-    names = {f.name for f in fields(cls)}
-    problems += [f"{prefix}{key}: unknown key" for key in data if key not in names]
+    """Instantiate ``cls`` from ``data``, appending every problem; None if it had any.
+
+    Problems elsewhere do not stop it, so checks between sections still run."""
+    before = len(problems)
+    names = [f.name for f in fields(cls)]
+    problems += [_unknown_key(prefix, key, names) for key in data if key not in names]
     values: dict[str, object] = {}
     for f in fields(cls):
         key = prefix + f.name
@@ -647,7 +725,7 @@ def _build(
                 problems.append(f"{key}: expected a mapping, got {_kind(raw)}")
             continue
         try:
-            value = _substitute(raw, environ)
+            value = _substitute(raw, environ, quote=key not in _MAY_CONTAIN_REFERENCE_CHARACTERS)
             if value is None or value == "":
                 if f.default is MISSING and f.default_factory is MISSING:
                     raise _Invalid("required")
@@ -656,7 +734,7 @@ def _build(
         except _Invalid as exc:
             problems += [f"{key}{suffix}: {message}" for suffix, message in exc.problems]
     problems += [f"{prefix}{name}: {message}" for name, message in _cross_check(cls, values)]
-    return None if problems else cls(**values)
+    return None if len(problems) > before else cls(**values)
 
 
 def settings_from_mapping(
@@ -664,14 +742,73 @@ def settings_from_mapping(
 ) -> Settings:
     """Validate parsed configuration ``data``; ``environ`` (default ``os.environ``) feeds
     ``${NAME}``. Raises :class:`ConfigError` listing every problem."""
+    return _validate(data, environ, [])
+
+
+def _validate(
+    data: Mapping[str, object], environ: Mapping[str, str] | None, problems: list[str]
+) -> Settings:
+    """:func:`settings_from_mapping`, reporting ``problems`` found before it as well."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"the configuration must be a mapping, got {_kind(data)}")
-    problems: list[str] = []
     settings = _build(Settings, data, "", os.environ if environ is None else environ, problems)
     if problems:
         raise ConfigError(*problems)
     assert isinstance(settings, Settings)
     return settings
+
+
+# --- YAML ------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """A safe loader that records keys given more than once in a mapping, which PyYAML
+    would silently resolve to the last. ``duplicates`` holds (first line, problem)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[tuple[int, str]] = []
+        # Each node's dotted path, set by its parent before the node is constructed.
+        self._paths: dict[yaml.Node, str] = {}
+
+    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> list[Any]:
+        path = self._paths.get(node, "")
+        for index, item in enumerate(node.value):
+            self._paths[item] = f"{path}[{index}]"
+        return super().construct_sequence(node, deep=deep)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        path = self._paths.get(node, "")
+        lines: dict[object, list[int]] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
+                key_node, yaml.ScalarNode
+            ):
+                continue  # "<<" merges, where a later key may override; unhashable keys fail
+            key = self.construct_object(key_node)
+            self._paths[value_node] = f"{path}.{key}" if path else str(key)
+            lines.setdefault(key, []).append(key_node.start_mark.line + 1)
+        for key, found in lines.items():
+            if len(found) > 1:
+                distinct = sorted(set(found))
+                where = f"line {distinct[0]}"
+                if len(distinct) > 1:
+                    where = f"lines {', '.join(map(str, distinct[:-1]))} and {distinct[-1]}"
+                times = "twice" if len(found) == 2 else f"{len(found)} times"
+                dotted = f"{path}.{key}" if path else str(key)
+                # Never the values: one of them may be a secret.
+                self.duplicates.append((found[0], f"{dotted}: given {times} ({where})"))
+        return super().construct_mapping(node, deep=deep)
+
+
+def _parse(text: str) -> tuple[object, list[str]]:
+    """The YAML document in ``text`` and its duplicate keys, in the order of the file."""
+    loader = _Loader(text)
+    try:
+        data = loader.get_single_data()
+    finally:
+        loader.dispose()
+    return data, [problem for _, problem in sorted(loader.duplicates)]
 
 
 def load_settings(
@@ -696,7 +833,7 @@ def load_settings(
     except UnicodeDecodeError:
         raise ConfigError(f"{name}: config file is not UTF-8 text") from None
     try:
-        data = yaml.safe_load(text)
+        data, duplicates = _parse(text)
     except yaml.YAMLError as exc:
         where = ""
         if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
@@ -707,7 +844,7 @@ def load_settings(
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{name}: the top level must be a mapping of settings, got {_kind(data)}")
-    return settings_from_mapping(data, environ)
+    return _validate(data, environ, duplicates)
 
 
 def effective_config(settings: Settings) -> dict[str, object]:

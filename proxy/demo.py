@@ -39,7 +39,11 @@ def demo_settings(*, host: str, port: int, public_url: str, emulator: ZoomEmulat
                 "revoke_url": f"{server_side}/oauth/revoke",
                 "api_base_url": f"{server_side}/v2",
             },
-            "session": {"secret_keys": [generate_key()], "cookie_secure": False},
+            # Secure cookies only where the browser comes over https (a TLS front).
+            "session": {
+                "secret_keys": [generate_key()],
+                "cookie_secure": public_url.startswith("https://"),
+            },
         },
         environ={},
     )

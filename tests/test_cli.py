@@ -481,7 +481,9 @@ def test_check_config_lists_every_problem_on_its_own_line(tmp_path: Path) -> Non
     lines = result.stderr.splitlines()
     assert "zoom.client_id: required" in lines
     assert "zoom.clinet_typo: unknown key" in lines
-    assert "session.secret_keys[0]: not a valid key" in lines
+    assert (
+        "session.secret_keys[0]: not a valid key; make one with: python -m proxy gen-key" in lines
+    )
     assert "Traceback" not in result.stderr
 
 

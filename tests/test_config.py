@@ -31,6 +31,7 @@ from proxy.config import (
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
 KEY = "0vGMPKzeUvVoS1mVUr5h3aNdvJyxKDu0GjTNlP2tNnI="
 CLIENT_SECRET = "s3cr3t-client-value"
+NOT_A_KEY = "not a valid key; make one with: python -m proxy gen-key"
 SHIPPED_ENV = {
     "ZOOM_CLIENT_ID": "the-client-id",
     "ZOOM_CLIENT_SECRET": CLIENT_SECRET,
@@ -157,6 +158,39 @@ def test_unset_variable_without_default_is_named() -> None:
     assert problems == ("listen.host: environment variable BIND_HOST is not set",)
 
 
+def test_an_unclosed_reference_is_a_problem() -> None:
+    environ = {"PROXY_SESSION_KEY": KEY, "HOST": "example.com"}
+    problems = _problems(
+        environ,
+        session={"secret_keys": ["${PROXY_SESSION_KEY"]},
+        public_url="https://${HOST:-localhost",
+    )
+    assert problems == (
+        'session.secret_keys[0]: "${PROXY_SESSION_KEY" has no closing "}"',
+        'public_url: "${HOST" has no closing "}"',
+    )
+
+
+def test_a_malformed_reference_is_a_problem() -> None:
+    problems = _problems({"HOST": "h"}, listen={"host": "${HOST:h}"}, logging={"level": "${}"})
+    assert problems == (
+        'listen.host: "${HOST" is malformed: write ${NAME} or ${NAME:-default}',
+        'logging.level: "${" is malformed: write ${NAME} or ${NAME:-default}',
+    )
+
+
+def test_a_malformed_reference_in_a_secret_is_not_quoted() -> None:
+    problems = _problems(
+        zoom={"client_secret": "s3cr${t-value"},
+        redis={"url": f"redis://:{REDIS_PASSWORD}${{-x}}@redis"},
+    )
+    assert problems == (
+        'zoom.client_secret: a "${" has no closing "}"',
+        'redis.url: a "${" is malformed: write ${NAME} or ${NAME:-default}',
+    )
+    assert not any("t-value" in problem or REDIS_PASSWORD in problem for problem in problems)
+
+
 def test_strings_convert_to_int_bool_and_float() -> None:
     environ = {"PORT": "9090", "SECURE": "false", "GRACE": "2.5"}
     settings = _settings(
@@ -228,15 +262,29 @@ def test_unset_optional_secret_key_is_skipped() -> None:
 def test_unknown_keys_are_reported_at_every_level() -> None:
     problems = _problems(zoom={"clinet_typo": "x"}, listne={}, logging={"colour": True})
     assert problems == (
-        "listne: unknown key",
+        "listne: unknown key; did you mean listen?",
         "zoom.clinet_typo: unknown key",
         "logging.colour: unknown key",
     )
 
 
-def test_invalid_secret_key() -> None:
+def test_an_unknown_key_suggests_the_closest_known_key() -> None:
+    problems = _problems(
+        zoom={"client_scret": "x"},
+        session={"cookie_secrue": True, "public_url": "http://x"},
+        secret_keys=[KEY],
+    )
+    assert problems == (
+        "secret_keys: unknown key; did you mean session.secret_keys?",
+        "zoom.client_scret: unknown key; did you mean zoom.client_secret?",
+        "session.cookie_secrue: unknown key; did you mean session.cookie_secure?",
+        "session.public_url: unknown key; did you mean public_url?",
+    )
+
+
+def test_an_invalid_session_key_says_how_to_make_one() -> None:
     problems = _problems(session={"secret_keys": [KEY, "not-a-fernet-key"]})
-    assert problems == ("session.secret_keys[1]: not a valid key",)
+    assert problems == (f"session.secret_keys[1]: {NOT_A_KEY}",)
 
 
 def test_generated_key_is_accepted() -> None:
@@ -260,8 +308,8 @@ def test_secrets_never_appear_in_error_messages() -> None:
     )
     assert problems == (
         "zoom.client_secret: expected a string, got a list",
-        "session.secret_keys[0]: not a valid key",
-        "session.secret_keys[1]: not a valid key",
+        f"session.secret_keys[0]: {NOT_A_KEY}",
+        f"session.secret_keys[1]: {NOT_A_KEY}",
     )
     assert _problems(session={"secret_keys": KEY}) == (
         "session.secret_keys: expected a list of keys, got a string",
@@ -355,6 +403,32 @@ def test_bad_samesite() -> None:
     )
 
 
+def test_https_public_url_requires_a_secure_cookie() -> None:
+    problems = _problems(public_url="https://proxy.example.com", session={"cookie_secure": "no"})
+    assert problems == (
+        "session.cookie_secure: must be true when public_url is https:// (with false, browsers "
+        "also send the session cookie over plain http, where anyone on the network can read "
+        "it): set it to true or remove it",
+    )
+    plain = _settings(public_url="http://127.0.0.1:8080", session={"cookie_secure": False})
+    assert plain.session.cookie_secure is False
+
+
+def test_checks_between_keys_run_despite_other_problems() -> None:
+    problems = _problems(
+        public_url="https://proxy.example.com",
+        session={"cookie_secure": False, "store": "redis"},
+        listen={"port": 0},
+    )
+    assert problems == (
+        "listen.port: must be between 1 and 65535, got 0",
+        "session.cookie_secure: must be true when public_url is https:// (with false, browsers "
+        "also send the session cookie over plain http, where anyone on the network can read "
+        "it): set it to true or remove it",
+        "redis.url: required when session.store is redis",
+    )
+
+
 def test_samesite_none_requires_secure_cookie() -> None:
     problems = _problems(session={"cookie_samesite": "none", "cookie_secure": False})
     assert problems == (
@@ -379,6 +453,61 @@ def test_yaml_syntax_error_is_one_config_error(tmp_path: Path) -> None:
     (problem,) = info.value.problems
     assert problem.startswith(f"{path}:")
     assert "invalid YAML" in problem
+
+
+def test_a_key_given_twice_is_a_problem_at_any_depth(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        f"""\
+zoom:
+  client_id: first
+  client_secret: {CLIENT_SECRET}
+  client_id: second
+session: {{secret_keys: [{KEY}], cookie_secure: true, cookie_secure: true}}
+logging: {{level: info}}
+logging: {{level: info, level: debug, level: info}}
+""",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    assert info.value.problems == (
+        "zoom.client_id: given twice (lines 2 and 4)",
+        "session.cookie_secure: given twice (line 5)",
+        "logging: given twice (lines 6 and 7)",
+        "logging.level: given 3 times (line 7)",
+    )
+
+
+def test_a_key_given_twice_is_reported_with_every_other_problem(tmp_path: Path) -> None:
+    path = _write(tmp_path, "zoom: {client_id: a}\nzoom: {client_id: b}\nlisten: {port: x}\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    assert info.value.problems == (
+        "zoom: given twice (lines 1 and 2)",
+        "zoom.client_secret: required",
+        "session.secret_keys: required",
+        "listen.port: expected an integer, got 'x'",
+    )
+
+
+def test_a_secret_given_twice_is_reported_without_its_values(tmp_path: Path) -> None:
+    text = f"zoom: {{client_id: a, client_secret: {CLIENT_SECRET}, client_secret: other-one}}\n"
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, text), environ={})
+    assert info.value.problems[0] == "zoom.client_secret: given twice (line 1)"
+    assert CLIENT_SECRET not in str(info.value)
+    assert "other-one" not in str(info.value)
+
+
+def test_a_key_may_override_a_yaml_merge(tmp_path: Path) -> None:
+    text = f"""\
+base: &zoom {{client_id: a, client_secret: {CLIENT_SECRET}}}
+zoom: {{<<: *zoom, client_id: b}}
+session: {{secret_keys: [{KEY}]}}
+"""
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, text), environ={})
+    assert info.value.problems == ("base: unknown key",)
 
 
 def test_missing_file_is_one_config_error(tmp_path: Path) -> None:
