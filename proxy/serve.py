@@ -55,7 +55,9 @@ SERVER_OPTIONS: dict[str, Any] = {
     "max_line_size": MAX_LINE_SIZE,
     # Request bodies (uploads) buffer this much before reading pauses.
     "read_bufsize": 1 << 19,
-    # A client that disconnects cancels its handler, which closes its upstream request.
+    # A client whose connection is lost (a reset, or a write that fails) cancels its
+    # handler, which closes its upstream request. A FIN alone may be a half-close, and
+    # what was sent whole is still answered (_QuietRequestHandler.eof_received).
     "handler_cancellation": True,
     "access_log_class": AccessLogger,
 }
