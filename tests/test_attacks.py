@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from pathlib import Path
 from urllib.parse import parse_qs, quote, urljoin, urlsplit
 
 import aiohttp
 import pytest
 from yarl import URL
 
+from tests import redirect_corpus
 from tests.conftest import Proxy, ProxyFactory, fetch_with_cookie
 from tests.test_forward import raw_request
 
-OPEN_REDIRECTS = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "openredirects.txt"
 OWN_PAYLOADS = [
     "/\\evil.example",
     "/\t/evil.example",
@@ -51,7 +50,8 @@ OWN_PAYLOADS = [
 
 
 def open_redirect_payloads() -> list[str]:
-    return OPEN_REDIRECTS.read_text(encoding="utf-8").splitlines()
+    """The generated corpus, plus the shared file's payloads when that optional file exists."""
+    return redirect_corpus.payloads_with_shared()
 
 
 def raw_query_value(payload: str) -> str:
@@ -84,14 +84,27 @@ def assert_stays_on(proxy: Proxy, location: str) -> None:
         assert (target.scheme, target.netloc) == ("http", urlsplit(proxy.url).netloc), location
 
 
-async def test_the_openredirects_file_has_559_payloads() -> None:
-    assert len(open_redirect_payloads()) == 559
+def test_the_redirect_corpus_outnumbers_the_shared_file_and_has_every_family() -> None:
+    shared = redirect_corpus.shared_payloads()  # empty when the optional file is absent
+    corpus = redirect_corpus.payloads()
+    assert len(corpus) >= max(redirect_corpus.SHARED_FILE_SIZE, len(shared))
+    used = set(open_redirect_payloads())
+    for name, family in redirect_corpus.families().items():
+        assert family, name
+        assert set(family) <= used, name
 
 
 async def test_no_known_open_redirect_leaves_the_proxy(proxy: Proxy) -> None:
     """oauth2-proxy's open-redirect CVEs: `/\\evil.com`, `/%09/evil.com`, `/./\\evil.com`."""
+    # The proxy reads nothing but the decoded `next`, so a spelling that decodes to a
+    # value already tried is the same request to it and is not sent again.
+    tried: set[str | None] = set()
     for payload in open_redirect_payloads() + OWN_PAYLOADS:
         for encoded in (quote(payload, safe=""), raw_query_value(payload)):
+            received = URL(f"/auth/login?next={encoded}", encoded=True).query.get("next")
+            if received in tried:
+                continue
+            tried.add(received)
             location = await post_login_location(proxy, encoded)
             assert_stays_on(proxy, location)
 
