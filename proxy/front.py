@@ -46,8 +46,8 @@ from .heads import Head, Limits, parse_head
 
 log = logging.getLogger(__name__)
 
-#: Seconds an idle keep-alive connection is kept (aiohttp's default, which its own
-#: connections use).
+#: Seconds an idle keep-alive connection is kept (aiohttp's connections are told the
+#: same in proxy.serve; nginx's default is 75 s too).
 KEEPALIVE_TIMEOUT = 75.0
 #: Bytes read ahead of the request being answered before reading pauses.
 _READ_AHEAD = 1 << 16
@@ -55,6 +55,8 @@ _READ_AHEAD = 1 << 16
 #: ``read_bufsize`` in :mod:`proxy.serve`).
 _BODY_AHEAD = 1 << 19
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: A request line's bytes beside its target: the longest method, spaces, the version.
+_REQUEST_LINE_EXTRA = len("OPTIONS  HTTP/1.1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +322,9 @@ class FrontProtocol(asyncio.Protocol):
                 self._head_arriving()
                 return
             self._head_arrived()
+            if end + 4 > self._limits.max_head_size:  # as if it had come in pieces
+                self._refuse(HeadTooLarge())
+                return
             head = parse_head(bytes(buffer[: end + 4]), self._limits)
             if isinstance(head, ProxyError):
                 self._refuse(head)
@@ -332,6 +337,9 @@ class FrontProtocol(asyncio.Protocol):
                 self._transport.write(_CONTINUE)  # type: ignore[union-attr]
             self._waiting = (job, end + 4, head)
         job, head_size, head = self._waiting
+        if self._client_done and len(buffer) < head_size + head.content_length:
+            self._close()  # its body will never come whole
+            return
         if head.content_length > self._limits.max_whole_body:
             self._waiting = None
             stream = self._stream = BodyStream(head.content_length, self._body_taken)
@@ -410,13 +418,12 @@ class FrontProtocol(asyncio.Protocol):
                 limits.head_timeout, self._refuse, HeadTooSlow()
             )
         partial.take(buffer)
+        # As aiohttp limits them: the target alone (the line adds a method and a
+        # version), and a header's name and value each.
         request_line = partial.request_line if partial.request_line >= 0 else len(buffer)
-        if request_line > limits.max_line_size:
+        if request_line > limits.max_line_size + _REQUEST_LINE_EXTRA:
             self._refuse(RequestLineTooLong())
-        elif (
-            len(buffer) > limits.max_head_size
-            or len(buffer) - partial.line_start > limits.max_field_size
-        ):
+        elif len(buffer) > limits.max_head_size or self._field_too_large(partial):
             self._refuse(HeadTooLarge())
         elif partial.invalid:
             self._hand_over()
@@ -425,6 +432,16 @@ class FrontProtocol(asyncio.Protocol):
             self._refuse(SlowHeadsOverBudget())
         else:
             self._head_held = len(buffer)
+
+    def _field_too_large(self, partial: _PartialHead) -> bool:
+        """Whether the header line still arriving has a name or value over the limit."""
+        if partial.request_line < 0:
+            return False
+        buffer, line_start = self._buffer, partial.line_start
+        colon = buffer.find(b":", line_start)
+        name = (len(buffer) if colon < 0 else colon) - line_start
+        value = 0 if colon < 0 else len(buffer) - colon - 1
+        return max(name, value) > self._limits.max_field_size
 
     def _head_arrived(self) -> None:
         """The head is whole (or given up on): it no longer counts, nor is it timed."""
@@ -560,7 +577,7 @@ class Front:
         *,
         refusal: Refusal,
         shutdown_timeout: float,
-        head_budget: int = HEAD_BUDGET,
+        head_budget: HeadBudget,
     ) -> None:
         self._lane = lane
         self._fallback = fallback
@@ -568,7 +585,8 @@ class Front:
         self._refusal = refusal
         self._shutdown_timeout = shutdown_timeout
         self._connections: set[FrontProtocol] = set()
-        self.head_budget = HeadBudget(head_budget)
+        #: Shared with aiohttp's connections, which count the partial heads they hold.
+        self.head_budget = head_budget
 
     def __call__(self) -> FrontProtocol:
         return FrontProtocol(

@@ -15,6 +15,8 @@ from .errors import NotHttp, ProxyError, UpgradeRefused
 #: A ``Content-Length`` of more digits is refused: no body is near 10**18 bytes, and
 #: Python's ``int()`` refuses strings over 4,300 digits.
 MAX_LENGTH_DIGITS = 18
+#: The largest request head taken, all lines together (nginx takes 32 KiB by default).
+MAX_HEAD_SIZE = 64 * 1024
 #: Requests with more headers than this go to aiohttp (which allows 128).
 _MAX_HEADERS = 100
 #: Headers aiohttp's parser refuses to see twice (``SINGLETON_HEADERS``): such a request
@@ -68,7 +70,7 @@ class Limits:
     max_whole_body: int
     body_stall: float
     head_timeout: float = 20.0
-    max_head_size: int = 64 * 1024
+    max_head_size: int = MAX_HEAD_SIZE
 
 
 def framing_refusal(method: str, upgrade: bool, content_length: str | None) -> ProxyError | None:
@@ -82,7 +84,8 @@ def framing_refusal(method: str, upgrade: bool, content_length: str | None) -> P
     """
     if upgrade or method == "CONNECT":
         return UpgradeRefused()
-    if content_length is not None and len(content_length) > MAX_LENGTH_DIGITS:
+    # Whitespace around a field's value is not part of it (RFC 9110, 5.5).
+    if content_length is not None and len(content_length.strip(" \t")) > MAX_LENGTH_DIGITS:
         return NotHttp(f"The Content-Length is over {MAX_LENGTH_DIGITS} digits.")
     return None
 

@@ -19,20 +19,28 @@ import gc
 import logging
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.http_parser import RawRequestMessage
-from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from .config import ListenSettings, UpstreamSettings
-from .errors import HeadTooLarge, NotHttp, ProxyError, RequestLineTooLong
+from .errors import (
+    HeadTooLarge,
+    HeadTooSlow,
+    NotHttp,
+    ProxyError,
+    RequestLineTooLong,
+    SlowHeadsOverBudget,
+)
 from .fastpath import api_lane
-from .front import NOTE_ATTRIBUTE, Front, Job
+from .front import KEEPALIVE_TIMEOUT, NOTE_ATTRIBUTE, Front, HeadBudget, Job
 from .headers import SERVER
-from .heads import Head, Limits, framing_refusal
+from .heads import MAX_HEAD_SIZE, Head, Limits, framing_refusal
 from .http_errors import connection_refusal, json_answer, log_connection_refusal
 from .keys import SETTINGS
 from .lifecycle import LIFECYCLE
@@ -60,7 +68,21 @@ SERVER_OPTIONS: dict[str, Any] = {
     # what was sent whole is still answered (_QuietRequestHandler.eof_received).
     "handler_cancellation": True,
     "access_log_class": AccessLogger,
+    # As the front's own (aiohttp 3.14's default is an hour).
+    "keepalive_timeout": KEEPALIVE_TIMEOUT,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRules:
+    """What aiohttp's connections share with the front: how long and large a request
+    head may grow (``Limits``) and the budget of partial heads held over all
+    connections, and whether a client that shut its sending side down is answered."""
+
+    head_timeout: float
+    max_head_size: int
+    budget: HeadBudget
+    answer_half_closed: bool = True
 
 
 def _refusal(exc: BaseException | None) -> ProxyError:
@@ -80,28 +102,47 @@ def _refused_framing(message: RawRequestMessage) -> ProxyError | None:
 
 
 class _QuietRequestHandler(RequestHandler):
-    __slots__ = (NOTE_ATTRIBUTE, "_answered", "_client_done", "_refusing", "answers_half_closed")
+    __slots__ = (
+        NOTE_ATTRIBUTE,
+        "_answered",
+        "_client_done",
+        "_head_held",
+        "_head_timer",
+        "_last_payload",
+        "_refusing",
+        "rules",
+    )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, rules: ConnectionRules, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         setattr(self, NOTE_ATTRIBUTE, None)
-        #: A request was refused for its framing: nothing more is read.
+        self.rules = rules
+        #: A request was refused: nothing more is read.
         self._refusing = False
         #: The client has sent all it will (it shut its side down).
         self._client_done = False
         #: Requests answered, against aiohttp's count of those parsed (``_request_count``).
         self._answered = 0
-        #: Whether a client that shut its sending side down is still answered.
-        self.answers_half_closed = True
+        #: The body of the request parsed last.
+        self._last_payload: StreamReader | None = None
+        #: A head arriving while every request is answered: its bytes, and its timer.
+        self._head_held = 0
+        self._head_timer: asyncio.TimerHandle | None = None
 
     # aiohttp declares None; asyncio.Protocol lets a true value keep the transport open.
     def eof_received(self) -> bool:  # type: ignore[override]
         """The client will send nothing more (``shutdown(SHUT_WR)``, ``nc -N``): the
         requests it sent whole are still answered, as nginx does, then the connection
-        closes. With nothing to answer, it closes now."""
-        if not self.answers_half_closed:
+        closes. With nothing whole to answer, it closes now."""
+        if not self.rules.answer_half_closed:
             return False  # aiohttp's way: gone, and the handler is cancelled
         self._client_done = True
+        last = self._last_payload
+        if last is not None and not last.is_eof():  # its body will never come whole
+            if not (self._messages and self._messages[-1][1] is last):
+                return False  # being handled: closing cancels it, as for a client gone
+            self._messages.pop()  # not started: dropped, unanswered
+            self._request_count -= 1
         return self._answered < self._request_count
 
     async def finish_response(
@@ -113,13 +154,56 @@ class _QuietRequestHandler(RequestHandler):
             self.force_close()  # what was written is still delivered
         return finished
 
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._head_arrived()
+        super().connection_lost(exc)
+
     def data_received(self, data: bytes) -> None:
         if self._refusing:
             return
         queued = len(self._messages)
         super().data_received(data)
         if len(self._messages) > queued:
+            self._last_payload = self._messages[-1][1]
+            self._head_arrived()
             self._screen(queued)
+        elif data and self._answered == self._request_count:
+            self._head_arriving(len(data))
+
+    def _head_arriving(self, size: int) -> None:
+        """Bytes of a new head arrived, every request before it answered: time it and
+        bound it as the front does its connections' first heads."""
+        rules = self.rules
+        if self._head_timer is None:
+            self._head_timer = self._loop.call_later(
+                rules.head_timeout, self._refuse_now, HeadTooSlow()
+            )
+        held = self._head_held + size
+        if held > rules.max_head_size:
+            self._refuse_now(HeadTooLarge())
+        elif not rules.budget.change(self._head_held, held):
+            self._head_held = 0
+            self._refuse_now(SlowHeadsOverBudget())
+        else:
+            self._head_held = held
+
+    def _head_arrived(self) -> None:
+        if self._head_held:
+            self.rules.budget.change(self._head_held, 0)
+            self._head_held = 0
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _refuse_now(self, error: ProxyError) -> None:
+        """Answer ``error`` as the next request, then close; nothing more is read."""
+        self._head_arrived()
+        self._refusing = True
+        self._messages.append((_ErrInfo(error.status, error, error.message), EMPTY_PAYLOAD))
+        self._request_count += 1
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _screen(self, first_new: int) -> None:
         """Replace the first newly parsed request that :func:`framing_refusal` refuses
@@ -161,34 +245,33 @@ class _QuietRequestHandler(RequestHandler):
 
 
 class _QuietServer(web.Server):
-    answers_half_closed = True
+    rules: ConnectionRules
 
     def __call__(self) -> RequestHandler:
-        handler = _QuietRequestHandler(self, loop=self._loop, **self._kwargs)
-        handler.answers_half_closed = self.answers_half_closed
-        return handler
+        return _QuietRequestHandler(self, loop=self._loop, rules=self.rules, **self._kwargs)
 
 
 class ProxyRunner(web.AppRunner):
-    """An ``AppRunner`` whose connections use :class:`_QuietRequestHandler`.
-
-    ``answer_half_closed``: whether a client that shut down its sending side is still
-    answered (the proxy's way, as ``nc -N`` expects); if not, it is taken as gone and
-    its handler cancelled (aiohttp's way, which the emulator keeps: its test routes
-    count the calls a client abandoned).
-    """
+    """An ``AppRunner`` whose connections use :class:`_QuietRequestHandler`, with
+    ``rules`` (``answer_half_closed`` false: a client that shut down its sending side
+    is taken as gone and its handler cancelled, aiohttp's way, which the emulator keeps:
+    its test routes count the calls a client abandoned)."""
 
     def __init__(
-        self, app: web.Application, *, answer_half_closed: bool = True, **kwargs: Any
+        self, app: web.Application, *, rules: ConnectionRules | None = None, **kwargs: Any
     ) -> None:
         super().__init__(app, **kwargs)
-        self._answer_half_closed = answer_half_closed
+        self.rules = rules or ConnectionRules(
+            head_timeout=ListenSettings().head_timeout,
+            max_head_size=MAX_HEAD_SIZE,
+            budget=HeadBudget(),
+        )
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         # aiohttp builds the Server itself; only the protocol factory differs.
         server.__class__ = _QuietServer
-        cast(_QuietServer, server).answers_half_closed = self._answer_half_closed
+        cast(_QuietServer, server).rules = self.rules
         return server
 
 
@@ -202,13 +285,16 @@ async def start(
     answer_half_closed: bool = True,
 ) -> ProxyRunner:
     """Start ``app`` on ``host:port``; the caller awaits ``runner.cleanup()``."""
-    runner = ProxyRunner(
-        app,
+    settings = app.get(SETTINGS)  # the emulator has none
+    rules = ConnectionRules(
+        head_timeout=(settings.listen if settings else ListenSettings()).head_timeout,
+        max_head_size=MAX_HEAD_SIZE,
+        budget=HeadBudget(),
         answer_half_closed=answer_half_closed,
-        shutdown_timeout=shutdown_timeout,
-        **SERVER_OPTIONS,
     )
-    await runner.setup()
+    runner = ProxyRunner(app, rules=rules, shutdown_timeout=shutdown_timeout, **SERVER_OPTIONS)
+    await runner.setup()  # the lane needs the app started
+    limits = _limits(app, rules)
     try:
         site = EagerSite(
             runner,
@@ -216,7 +302,7 @@ async def start(
             port,
             reuse_port=reuse_port,
             backlog=BACKLOG,
-            front=_front(app, runner, shutdown_timeout),
+            front=_front(app, runner, limits, rules.budget, shutdown_timeout),
         )
         await site.start()
     except BaseException:
@@ -233,19 +319,28 @@ class _DeclinesAll:
         return None
 
 
-def _front(app: web.Application, runner: web.AppRunner, shutdown_timeout: float) -> Front:
-    """The first reader of each connection, answering plain ``/api/*`` requests itself."""
+def _limits(app: web.Application, rules: ConnectionRules) -> Limits:
     lane = api_lane(app)
     settings = app.get(SETTINGS)  # the emulator has none
-    upstream = settings.upstream if settings else UpstreamSettings()
-    listen = settings.listen if settings else ListenSettings()
-    limits = Limits(
+    return Limits(
         max_line_size=MAX_LINE_SIZE,
         max_field_size=MAX_FIELD_SIZE,
         max_whole_body=0 if lane is None else lane.max_whole_body,
-        body_stall=upstream.timeout,
-        head_timeout=listen.head_timeout,
+        body_stall=(settings.upstream if settings else UpstreamSettings()).timeout,
+        head_timeout=rules.head_timeout,
+        max_head_size=rules.max_head_size,
     )
+
+
+def _front(
+    app: web.Application,
+    runner: web.AppRunner,
+    limits: Limits,
+    budget: HeadBudget,
+    shutdown_timeout: float,
+) -> Front:
+    """The first reader of each connection, answering plain ``/api/*`` requests itself."""
+    lane = api_lane(app)
     # runner.server is None once the runner shuts down.
     return Front(
         _DeclinesAll() if lane is None else lane,
@@ -253,6 +348,7 @@ def _front(app: web.Application, runner: web.AppRunner, shutdown_timeout: float)
         limits,
         refusal=connection_refusal,
         shutdown_timeout=shutdown_timeout,
+        head_budget=budget,
     )
 
 

@@ -441,6 +441,7 @@ FRAMINGS: dict[str, tuple[list[str], str]] = {
     "CL negative": (["Content-Length: -4"], "length"),
     "CL as a list": (["Content-Length: 4, 4"], "length"),
     "CL with spaces around": (["Content-Length:   4  "], "length"),
+    "CL with 20 spaces after": ([f"Content-Length: 4{' ' * 20}"], "length"),
     "NUL in a value": (["X-A: a\x00b", "Content-Length: 4"], "length"),
     "CR in a value": (["X-A: a\rb", "Content-Length: 4"], "length"),
     "a space before a header's colon": (["Content-Length : 4"], "length"),
@@ -575,3 +576,49 @@ async def test_a_half_closed_client_with_nothing_whole_to_answer_is_closed(
         received = await asyncio.wait_for(reader.read(), GUARD)
     assert statuses(_all_answers(received)) == [200] * way.leading_answers
     assert "GET /v2/_test/echo/partial" not in reached_zoom(signed_in)
+
+
+async def test_a_head_after_a_handed_over_request_gets_408_too(quick_heads: Proxy) -> None:
+    """After the hand-over, aiohttp reads the connection: it times heads as the front
+    does, and counts them in the same budget."""
+    budget = _front_of(quick_heads).head_budget
+    async with connection(quick_heads) as (reader, writer):
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        [health] = await read_answers(reader, 1)
+        writer.write(b"GET /api/users/me HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"p" * 1000)
+        await _until(lambda: budget.held > 1000)
+        [answer] = await read_answers(reader, 1)
+        rest = await asyncio.wait_for(reader.read(), GUARD)
+    assert health.status == 200
+    assert answer.status == 408
+    assert answer.json()["error"] == "client_too_slow"
+    assert rest == b""
+    assert budget.held == 0
+
+
+@pytest.fixture
+async def short_stall(make_proxy: ProxyFactory) -> tuple[Proxy, str]:
+    """Bodies over 1,000 bytes stream; a body silent for 2 s would get 408."""
+    proxy = await make_proxy(upstream={"max_replay_body": 1000, "timeout": 2})
+    return proxy, await signed_in_cookie(proxy)
+
+
+@pytest.mark.parametrize("length", [100, 100_000], ids=["read_whole", "streamed"])
+async def test_a_half_closed_client_with_a_body_cut_short_is_closed_at_once(
+    short_stall: tuple[Proxy, str], way: Way, length: int
+) -> None:
+    """Its body will never come whole: no answer for it (not a 408 once the stall
+    timer runs out), while a request before it is still answered."""
+    proxy, cookie = short_stall
+    raw = way.lead(proxy.url, cookie) + raw_request(
+        "POST /api/_test/upload HTTP/1.1",
+        cookie,
+        f"Content-Length: {length}",
+        *way.head_lines(proxy.url),
+        body=b"x" * (length // 2),
+    )
+    async with connection(proxy) as (reader, writer):
+        writer.write(raw)
+        writer.write_eof()
+        received = await asyncio.wait_for(reader.read(), GUARD)
+    assert statuses(_all_answers(received)) == [200] * way.leading_answers

@@ -174,13 +174,19 @@ def _refused_with(pieces: list[bytes]) -> int:
     return status
 
 
+def test_a_request_line_within_its_limit_is_not_refused_while_it_arrives() -> None:
+    line = b"GET /" + b"a" * (LIMITS.max_line_size - 1) + b" HTTP/1.1\r\n"
+    transport, _, _ = _feed([line[:100], line[100:]])
+    assert not transport.closed
+
+
 def test_a_request_line_over_its_limit_is_414_while_it_arrives() -> None:
-    line = b"GET /" + b"a" * LIMITS.max_line_size
+    line = b"GET /" + b"a" * (LIMITS.max_line_size + 20)  # over, with any method and version
     assert _refused_with([line[:100], line[100:]]) == 414
 
 
 def test_a_header_line_over_its_limit_is_431_while_it_arrives() -> None:
-    head = b"GET / HTTP/1.1\r\nX-Big: " + b"b" * LIMITS.max_field_size
+    head = b"GET / HTTP/1.1\r\nX-Big: " + b"b" * (2 * LIMITS.max_field_size)
     assert _refused_with([head[:50], head[50:]]) == 431
 
 
