@@ -9,7 +9,8 @@
 # `docker run --rm zoom-proxy gen-key`, `docker run --rm -e ... zoom-proxy check-config`.
 # deploy/ has a docker-compose example, Kubernetes manifests and a guide.
 
-# A patch-level tag, so a rebuild gets the same Python; bump it deliberately.
+# A patch-level tag, so a rebuild gets the same Python; bump it deliberately, and for a
+# new minor version regenerate requirements.lock for it (.ci/run says how).
 ARG PYTHON_IMAGE=python:3.12.8-slim-bookworm
 
 # --- builder: a virtualenv with the package and its runtime dependencies only ---------
@@ -20,9 +21,17 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
 WORKDIR /src
+# The runtime dependencies at the versions in requirements.lock (made for this Python;
+# .ci/run says how to regenerate it), each file checked against its hash. A layer of
+# its own, so a change to the code alone does not download them again.
+COPY requirements.lock ./
+RUN /opt/venv/bin/pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY proxy ./proxy
-RUN /opt/venv/bin/pip install .
+# The package itself and nothing more; pip check fails the build if the lock no longer
+# satisfies pyproject.toml's bounds.
+RUN /opt/venv/bin/pip install --no-deps . \
+    && /opt/venv/bin/pip check
 
 # --- runtime: the same Python, the venv, the default config, an unprivileged user -----
 FROM ${PYTHON_IMAGE}
