@@ -111,6 +111,42 @@ class HeadBudget:
         return True
 
 
+class HeadWatch:
+    """One connection's request head while it arrives, on either transport: timed from
+    its first held byte (``on_timeout`` then refuses it), its bytes counted in the
+    :class:`HeadBudget` shared by every connection."""
+
+    __slots__ = ("_budget", "_on_timeout", "_timeout", "_timer", "held")
+
+    def __init__(self, budget: HeadBudget, timeout: float, on_timeout: Callable[[], None]) -> None:
+        self._budget = budget
+        self._timeout = timeout
+        self._on_timeout = on_timeout
+        self._timer: asyncio.TimerHandle | None = None
+        #: Bytes of the head counted in the budget.
+        self.held = 0
+
+    def hold(self, size: int) -> bool:
+        """The head has ``size`` bytes now; whether they fit in the budget (if not, it
+        holds none)."""
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._timeout, self._on_timeout)
+        if self._budget.change(self.held, size):
+            self.held = size
+            return True
+        self.held = 0
+        return False
+
+    def end(self) -> None:
+        """The head is whole, refused or gone: it no longer counts, nor is it timed."""
+        if self.held:
+            self._budget.change(self.held, 0)
+            self.held = 0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 class _PartialHead:
     """A head still arriving, each new piece looked at once (a head trickling in byte by
     byte must not cost the square of its size): where its lines end, and llhttp's
@@ -218,7 +254,6 @@ class FrontProtocol(asyncio.Protocol):
         self._limits = limits
         self._connections = connections
         self._refusal = refusal
-        self._budget = budget
         self._transport: asyncio.Transport | None = None
         self._reply: Reply | None = None
         self._buffer = bytearray()
@@ -237,11 +272,9 @@ class FrontProtocol(asyncio.Protocol):
         #: When the streamed body last moved, and the timer that watches it.
         self._body_moved = 0.0
         self._stall_timer: asyncio.TimerHandle | None = None
-        #: The head still arriving: llhttp's verdict so far, its bytes counted in the
-        #: budget, and the timer that gives up on it.
+        #: The head still arriving: llhttp's verdict so far, and its time and bytes.
         self._partial: _PartialHead | None = None
-        self._head_held = 0
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._head = HeadWatch(budget, limits.head_timeout, self._head_too_slow)
 
     # asyncio.Protocol
 
@@ -414,9 +447,6 @@ class FrontProtocol(asyncio.Protocol):
         buffer, limits, partial = self._buffer, self._limits, self._partial
         if partial is None:
             partial = self._partial = _PartialHead()
-            self._head_timer = asyncio.get_running_loop().call_later(
-                limits.head_timeout, self._refuse, HeadTooSlow()
-            )
         partial.take(buffer)
         # As aiohttp limits them: the target alone (the line adds a method and a
         # version), and a header's name and value each.
@@ -427,11 +457,8 @@ class FrontProtocol(asyncio.Protocol):
             self._refuse(HeadTooLarge())
         elif partial.invalid:
             self._hand_over()
-        elif not self._budget.change(self._head_held, len(buffer)):
-            self._head_held = 0
+        elif not self._head.hold(len(buffer)):
             self._refuse(SlowHeadsOverBudget())
-        else:
-            self._head_held = len(buffer)
 
     def _field_too_large(self, partial: _PartialHead) -> bool:
         """Whether the header line still arriving has a name or value over the limit."""
@@ -447,11 +474,10 @@ class FrontProtocol(asyncio.Protocol):
         """The head is whole (or given up on): it no longer counts, nor is it timed."""
         if self._partial is not None:
             self._partial = None
-            self._budget.change(self._head_held, 0)
-            self._head_held = 0
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+            self._head.end()
+
+    def _head_too_slow(self) -> None:
+        self._refuse(HeadTooSlow())
 
     def _refuse(self, error: ProxyError) -> None:
         """Answer ``error`` and close: nothing after this request is read."""

@@ -38,7 +38,7 @@ from .errors import (
     SlowHeadsOverBudget,
 )
 from .fastpath import api_lane
-from .front import KEEPALIVE_TIMEOUT, NOTE_ATTRIBUTE, Front, HeadBudget, Job
+from .front import KEEPALIVE_TIMEOUT, NOTE_ATTRIBUTE, Front, HeadBudget, HeadWatch, Job
 from .headers import SERVER
 from .heads import MAX_HEAD_SIZE, Head, Limits, framing_refusal
 from .http_errors import connection_refusal, json_answer, log_connection_refusal
@@ -106,8 +106,7 @@ class _QuietRequestHandler(RequestHandler):
         NOTE_ATTRIBUTE,
         "_answered",
         "_client_done",
-        "_head_held",
-        "_head_timer",
+        "_head",
         "_last_payload",
         "_refusing",
         "rules",
@@ -125,9 +124,8 @@ class _QuietRequestHandler(RequestHandler):
         self._answered = 0
         #: The body of the request parsed last.
         self._last_payload: StreamReader | None = None
-        #: A head arriving while every request is answered: its bytes, and its timer.
-        self._head_held = 0
-        self._head_timer: asyncio.TimerHandle | None = None
+        #: A head arriving while every request is answered: its time and bytes.
+        self._head = HeadWatch(rules.budget, rules.head_timeout, self._head_too_slow)
 
     # aiohttp declares None; asyncio.Protocol lets a true value keep the transport open.
     def eof_received(self) -> bool:  # type: ignore[override]
@@ -155,7 +153,7 @@ class _QuietRequestHandler(RequestHandler):
         return finished
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._head_arrived()
+        self._head.end()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -165,7 +163,7 @@ class _QuietRequestHandler(RequestHandler):
         super().data_received(data)
         if len(self._messages) > queued:
             self._last_payload = self._messages[-1][1]
-            self._head_arrived()
+            self._head.end()
             self._screen(queued)
         elif data and self._answered == self._request_count:
             self._head_arriving(len(data))
@@ -173,37 +171,28 @@ class _QuietRequestHandler(RequestHandler):
     def _head_arriving(self, size: int) -> None:
         """Bytes of a new head arrived, every request before it answered: time it and
         bound it as the front does its connections' first heads."""
-        rules = self.rules
-        if self._head_timer is None:
-            self._head_timer = self._loop.call_later(
-                rules.head_timeout, self._refuse_now, HeadTooSlow()
-            )
-        held = self._head_held + size
-        if held > rules.max_head_size:
+        held = self._head.held + size
+        if held > self.rules.max_head_size:
             self._refuse_now(HeadTooLarge())
-        elif not rules.budget.change(self._head_held, held):
-            self._head_held = 0
+        elif not self._head.hold(held):
             self._refuse_now(SlowHeadsOverBudget())
-        else:
-            self._head_held = held
 
-    def _head_arrived(self) -> None:
-        if self._head_held:
-            self.rules.budget.change(self._head_held, 0)
-            self._head_held = 0
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _head_too_slow(self) -> None:
+        self._refuse_now(HeadTooSlow())
 
     def _refuse_now(self, error: ProxyError) -> None:
         """Answer ``error`` as the next request, then close; nothing more is read."""
-        self._head_arrived()
-        self._refusing = True
-        self._messages.append((_ErrInfo(error.status, error, error.message), EMPTY_PAYLOAD))
+        self._head.end()
+        self._queue_refusal(error)
         self._request_count += 1
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _queue_refusal(self, error: ProxyError) -> None:
+        """``error`` is the last request to answer: nothing after it is read."""
+        self._messages.append((_ErrInfo(error.status, error, error.message), EMPTY_PAYLOAD))
+        self._refusing = True
 
     def _screen(self, first_new: int) -> None:
         """Replace the first newly parsed request that :func:`framing_refusal` refuses
@@ -218,8 +207,7 @@ class _QuietRequestHandler(RequestHandler):
                 self._request_count -= len(messages) - index - 1
                 while len(messages) > index:
                     messages.pop()
-                messages.append((_ErrInfo(error.status, error, error.message), EMPTY_PAYLOAD))
-                self._refusing = True
+                self._queue_refusal(error)
                 # A declined upgrade's remains are not read again after its answer.
                 self._upgraded = False
                 self._message_tail = b""
