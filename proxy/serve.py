@@ -281,8 +281,7 @@ async def start(
         answer_half_closed=answer_half_closed,
     )
     runner = ProxyRunner(app, rules=rules, shutdown_timeout=shutdown_timeout, **SERVER_OPTIONS)
-    await runner.setup()  # the lane needs the app started
-    limits = _limits(app, rules)
+    await runner.setup()
     try:
         site = EagerSite(
             runner,
@@ -290,7 +289,7 @@ async def start(
             port,
             reuse_port=reuse_port,
             backlog=BACKLOG,
-            front=_front(app, runner, limits, rules.budget, shutdown_timeout),
+            front=_front(app, runner, rules, shutdown_timeout),
         )
         await site.start()
     except BaseException:
@@ -307,10 +306,14 @@ class _DeclinesAll:
         return None
 
 
-def _limits(app: web.Application, rules: ConnectionRules) -> Limits:
+def _front(
+    app: web.Application, runner: web.AppRunner, rules: ConnectionRules, shutdown_timeout: float
+) -> Front:
+    """The first reader of each connection, answering plain ``/api/*`` requests itself
+    (the app must be started: the lane reads its sessions)."""
     lane = api_lane(app)
     settings = app.get(SETTINGS)  # the emulator has none
-    return Limits(
+    limits = Limits(
         max_line_size=MAX_LINE_SIZE,
         max_field_size=MAX_FIELD_SIZE,
         max_whole_body=0 if lane is None else lane.max_whole_body,
@@ -318,17 +321,6 @@ def _limits(app: web.Application, rules: ConnectionRules) -> Limits:
         head_timeout=rules.head_timeout,
         max_head_size=rules.max_head_size,
     )
-
-
-def _front(
-    app: web.Application,
-    runner: web.AppRunner,
-    limits: Limits,
-    budget: HeadBudget,
-    shutdown_timeout: float,
-) -> Front:
-    """The first reader of each connection, answering plain ``/api/*`` requests itself."""
-    lane = api_lane(app)
     # runner.server is None once the runner shuts down.
     return Front(
         _DeclinesAll() if lane is None else lane,
@@ -336,7 +328,7 @@ def _front(
         limits,
         refusal=connection_refusal,
         shutdown_timeout=shutdown_timeout,
-        head_budget=budget,
+        head_budget=rules.budget,
     )
 
 
