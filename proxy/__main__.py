@@ -16,9 +16,9 @@ import uvloop
 import yaml
 from aiohttp import web
 
-from . import __version__, serve
-from .app import create_app
-from .config import (
+from proxy import __version__, serve
+from proxy.app import create_app
+from proxy.config import (
     ConfigError,
     LoggingSettings,
     Settings,
@@ -26,7 +26,7 @@ from .config import (
     generate_key,
     load_settings,
 )
-from .logs import configure_logging
+from proxy.observe.logs import configure_logging
 
 log = logging.getLogger("proxy")
 
@@ -209,8 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import default_public_url, demo_app, demo_settings
-    from .emulator import ZoomEmulator
+    from proxy.demo import default_public_url, demo_app, demo_settings
+    from proxy.emulator import ZoomEmulator
 
     host = "localhost" if args.host is None else args.host
     port = DEMO_PORT if args.port is None else args.port

@@ -9,24 +9,25 @@ import aiohttp
 from aiohttp import web
 from aiohttp_session import session_middleware
 
-from . import auth, redis_client
-from .bracket import bracket
-from .config import Settings
-from .coordination import LOCAL, Coordinator, SharedGrace
-from .errors import SessionStoreUnavailable
-from .forward import forward
-from .guards import screen_origin
-from .http_errors import error_middleware
-from .keys import FERNET, HTTP, OAUTH, REFRESHER, SESSIONS, SETTINGS, STORAGE, UPSTREAM
-from .lifecycle import LIFECYCLE, Lifecycle
-from .logs import TRUST_FORWARDED
-from .metrics import METRICS, Metrics
-from .oauth import ZoomOAuth
-from .pages import favicon, signed_in_page, signed_out_page
-from .refresh import Refresher
-from .session import ChunkedCookieStorage, make_fernet
-from .session_store import CookieSessions, RedisSessions
-from .upstream import Pool
+from proxy.config import Settings
+from proxy.errors import SessionStoreUnavailable
+from proxy.forward.handler import forward
+from proxy.http.client import Pool
+from proxy.observe.lifecycle import LIFECYCLE, Lifecycle
+from proxy.observe.logs import TRUST_FORWARDED
+from proxy.observe.metrics import METRICS, Metrics
+from proxy.redis import client as redis_client
+from proxy.session.cookie import ChunkedCookieStorage, make_fernet
+from proxy.session.store import CookieSessions, RedisSessions
+from proxy.tokens.coordination import LOCAL, Coordinator, SharedGrace
+from proxy.tokens.oauth import ZoomOAuth
+from proxy.tokens.refresh import Refresher
+from proxy.web import auth
+from proxy.web.cors import screen_origin
+from proxy.web.errors import error_middleware
+from proxy.web.keys import FERNET, HTTP, OAUTH, REFRESHER, SESSIONS, SETTINGS, STORAGE, UPSTREAM
+from proxy.web.middleware import bracket
+from proxy.web.pages import favicon, signed_in_page, signed_out_page
 
 #: Connections open to Zoom at once, shared by every user and request. Waiting for a
 #: free one counts against ``upstream.connect_timeout``.

@@ -13,9 +13,9 @@ import ipaddress
 
 from aiohttp import web
 
-from .app import create_app
-from .config import Settings, generate_key, settings_from_mapping
-from .emulator import ZoomEmulator
+from proxy.app import create_app
+from proxy.config import Settings, generate_key, settings_from_mapping
+from proxy.emulator import ZoomEmulator
 
 #: Where the emulator's routes live on the proxy's port.
 EMULATOR_PREFIX = "/_emulator"

@@ -1,7 +1,7 @@
 """The proxy's one error hierarchy.
 
 Every failure a client can see is a :class:`ProxyError`. Handlers and helpers raise
-them; :mod:`proxy.http_errors` turns them into responses in exactly one place::
+them; :mod:`proxy.web.errors` turns them into responses in exactly one place::
 
     ProxyError                          (500 internal_error)
     ├── BadRequest                      (400 bad_request)

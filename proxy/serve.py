@@ -7,7 +7,7 @@ that is a session cookie. :class:`ProxyRunner` answers those with a plain JSON e
 that quotes nothing, and closes the connection.
 
 Its connections also refuse, as the front does, the requests no transport may take
-(:func:`proxy.heads.framing_refusal`): aiohttp's parser would otherwise take them, and
+(:func:`proxy.http.heads.framing_refusal`): aiohttp's parser would otherwise take them, and
 after a declined non-websocket ``Upgrade`` it stops framing what follows.
 """
 
@@ -28,8 +28,8 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
-from .config import ListenSettings, UpstreamSettings
-from .errors import (
+from proxy.config import ListenSettings, UpstreamSettings
+from proxy.errors import (
     HeadTooLarge,
     HeadTooSlow,
     NotHttp,
@@ -37,15 +37,15 @@ from .errors import (
     RequestLineTooLong,
     SlowHeadsOverBudget,
 )
-from .fastpath import api_lane
-from .front import KEEPALIVE_TIMEOUT, NOTE_ATTRIBUTE, Front, HeadBudget, HeadWatch, Job
-from .headers import SERVER
-from .heads import MAX_HEAD_SIZE, Head, Limits, framing_refusal
-from .http_errors import connection_refusal, json_answer, log_connection_refusal
-from .keys import SETTINGS
-from .lifecycle import LIFECYCLE
-from .listen import EagerSite
-from .logs import AccessLogger
+from proxy.forward.headers import SERVER
+from proxy.forward.lane import api_lane
+from proxy.http.front import KEEPALIVE_TIMEOUT, NOTE_ATTRIBUTE, Front, HeadBudget, HeadWatch, Job
+from proxy.http.heads import MAX_HEAD_SIZE, Head, Limits, framing_refusal
+from proxy.http.listen import EagerSite
+from proxy.observe.lifecycle import LIFECYCLE
+from proxy.observe.logs import AccessLogger
+from proxy.web.errors import connection_refusal, json_answer, log_connection_refusal
+from proxy.web.keys import SETTINGS
 
 log = logging.getLogger(__name__)
 

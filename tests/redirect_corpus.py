@@ -1,7 +1,7 @@
 """Open-redirect payloads for ``next``, generated family by family.
 
 After sign-in the proxy sends the browser to ``next``, so ``next`` must only ever be a
-local path (``proxy.security.safe_next``). This module generates the values an
+local path (``proxy.web.untrusted.safe_next``). This module generates the values an
 attacker would try instead, so that the tests need nothing outside the repository.
 
 Some checkouts keep a public list beside the repository,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.access import may_sign_in
 from proxy.config import AccessSettings
-from proxy.session import User
+from proxy.session.rules import may_sign_in
+from proxy.tokens.model import User
 
 
 def user(email: str = "Ada@Example.com", account_id: str = "acc-1") -> User:

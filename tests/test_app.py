@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from proxy.lifecycle import LIFECYCLE
+from proxy.observe.lifecycle import LIFECYCLE
 from tests.conftest import Proxy
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from proxy.body_stream import BodyStream
+from proxy.http.body import BodyStream
 
 
 async def test_a_streamed_body_takes_its_length_and_leaves_the_rest() -> None:

@@ -12,15 +12,16 @@ from aiohttp.test_utils import unused_port
 from cryptography.fernet import Fernet
 from redis.asyncio import Redis
 
-from proxy.coordination import SharedGrace
 from proxy.errors import (
     RefreshRejected,
     SessionStoreUnavailable,
     TokenEndpointUnavailable,
 )
-from proxy.redis_client import SharedStore, connect
-from proxy.refresh import Refresher
-from proxy.session import Tokens, make_fernet
+from proxy.redis.client import SharedStore, connect
+from proxy.session.cookie import make_fernet
+from proxy.tokens.coordination import SharedGrace
+from proxy.tokens.model import Tokens
+from proxy.tokens.refresh import Refresher
 from tests.test_redis_lock import CountingStore
 from tests.test_refresh_unit import FakeZoom, tokens
 

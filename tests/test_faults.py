@@ -12,7 +12,7 @@ import yaml
 from aiohttp.test_utils import unused_port
 
 from proxy.emulator import download_chunks
-from proxy.keys import UPSTREAM
+from proxy.web.keys import UPSTREAM
 from tests.conftest import Proxy, Zoom, proxy_config
 from tests.test_cli import TIMEOUT, first_line, running
 

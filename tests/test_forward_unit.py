@@ -5,10 +5,14 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy import headers as headers_module
 from proxy.errors import UnsafePath
-from proxy.forward import upstream_target
-from proxy.headers import NAMES_CACHED, request_headers_for_zoom, response_headers_for_client
+from proxy.forward import headers as headers_module
+from proxy.forward.handler import upstream_target
+from proxy.forward.headers import (
+    NAMES_CACHED,
+    request_headers_for_zoom,
+    response_headers_for_client,
+)
 
 
 def headers(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:

@@ -1,7 +1,7 @@
 """Hostile framings, sent as raw bytes, on every way a request can be read.
 
 A request reaches the proxy on one of two transports: the connection's first reader
-(:mod:`proxy.front`), or aiohttp's protocol, which takes the connection at the first
+(:mod:`proxy.http.front`), or aiohttp's protocol, which takes the connection at the first
 request the lane declines. Each framing here is sent four ways (:data:`WAYS`):
 
 * ``front``: first on a new connection, as the lane would take it;
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import httptools
 import pytest
 
-from proxy.front import Front
-from proxy.listen import EagerSite
+from proxy.http.front import Front
+from proxy.http.listen import EagerSite
 from tests.conftest import Proxy, ProxyFactory
 from tests.test_front import Answer, connection, read_answers, signed_in_cookie
 

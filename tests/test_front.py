@@ -24,9 +24,9 @@ import httptools
 import pytest
 from aiohttp.test_utils import unused_port
 
-from proxy import front
-from proxy.keys import UPSTREAM
-from proxy.lifecycle import LIFECYCLE
+from proxy.http import front
+from proxy.observe.lifecycle import LIFECYCLE
+from proxy.web.keys import UPSTREAM
 from tests.conftest import Proxy, ProxyFactory
 
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]

@@ -19,7 +19,7 @@ from proxy import serve
 from proxy.app import create_app
 from proxy.config import settings_from_mapping
 from proxy.emulator.api import download_chunks
-from proxy.listen import EagerSite
+from proxy.http.listen import EagerSite
 from tests.conftest import Proxy, Zoom, proxy_config
 from tests.test_front import Answer, connection_to, read_answers, signed_in_cookie
 

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.errors import NotHttp, ProxyError
-from proxy.front import FrontProtocol, HeadBudget, Job
-from proxy.heads import MAX_LENGTH_DIGITS, Head, Limits, parse_head
-from proxy.http_errors import raw_json_answer
+from proxy.http.front import FrontProtocol, HeadBudget, Job
+from proxy.http.heads import MAX_LENGTH_DIGITS, Head, Limits, parse_head
+from proxy.web.errors import raw_json_answer
 
 LIMITS = Limits(
     max_line_size=200,

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from proxy.errors import NotHttp, UpgradeRefused
-from proxy.heads import Head, Limits, parse_head
+from proxy.http.heads import Head, Limits, parse_head
 
 LIMITS = Limits(max_line_size=100, max_field_size=200, max_whole_body=1000, body_stall=1.0)
 

@@ -21,7 +21,7 @@ import uvloop
 from aiohttp import web
 
 from proxy import serve
-from proxy.listen import ACCEPT_PAUSE
+from proxy.http.listen import ACCEPT_PAUSE
 
 #: Clients that connect at once while the server is busy.
 CLIENTS = 40

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from proxy.config import LoggingSettings
-from proxy.logs import JsonFormatter, configure_logging, redacted_target
+from proxy.observe.logs import JsonFormatter, configure_logging, redacted_target
 from tests.conftest import Proxy
 from tests.test_forward import raw_request
 

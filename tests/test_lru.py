@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.lru import Lru
+from proxy.session.lru import Lru
 
 
 def test_the_least_recently_used_entry_goes_first() -> None:

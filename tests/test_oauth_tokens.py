@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from proxy.oauth import tokens_from_zoom
+from proxy.tokens.oauth import tokens_from_zoom
 
 ZOOM_SIZED = "eyJ" + "a" * 600
 

@@ -8,8 +8,8 @@ import json
 from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 
-from proxy.http_errors import error_middleware
-from proxy.pages import STYLE
+from proxy.web.errors import error_middleware
+from proxy.web.pages import STYLE
 from tests.conftest import Proxy
 
 #: What a browser's navigation sends.

@@ -19,7 +19,7 @@ import pytest
 from cryptography.fernet import Fernet
 from redis.asyncio import Redis
 
-from proxy.redis_client import connect
+from proxy.redis.client import connect
 from tests.conftest import SESSION_KEY, Proxy, ProxyFactory, fetch_with_cookie
 from tests.redisserver import RedisServer, available
 from tests.test_refresh import get_me, set_session_cookie, sign_in_with_expiring_token
@@ -361,7 +361,7 @@ async def test_on_unavailable_local_keeps_refreshing_while_redis_is_down(
                 assert response.status == 200
     assert emulator.counters["refresh_ok"] == 3
     warnings = [r for r in caplog.records if "without Redis" in r.getMessage()]
-    assert [r.name for r in warnings] == ["proxy.coordination"] * 2  # once per replica
+    assert [r.name for r in warnings] == ["proxy.tokens.coordination"] * 2  # once per replica
     own_redis.start()
     emulator.expire_access_tokens()
     async with a.client.get(f"{b.url}/api/users/me") as response:
@@ -388,12 +388,12 @@ async def test_redis_down_is_logged_once_per_outage_and_its_return_noticed(
     await a.sign_in()
     cookie = a.cookie_header()
     own_redis.stop()
-    with caplog.at_level(logging.INFO, logger="proxy.redis_client"):
+    with caplog.at_level(logging.INFO, logger="proxy.redis.client"):
         for _ in range(5):
             assert (await timed_get_me(a, cookie))[0] == 503
         own_redis.start()
         assert (await timed_get_me(a, cookie))[0] == 200
-    messages = [r.getMessage() for r in caplog.records if r.name == "proxy.redis_client"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "proxy.redis.client"]
     assert len(messages) == 2
     assert "is unreachable" in messages[0]
     assert "answers again" in messages[1]

@@ -10,8 +10,8 @@ import pytest
 from aiohttp.test_utils import unused_port
 
 from proxy.errors import RefreshBusy, SessionStoreUnavailable
-from proxy.redis_client import SharedStore, connect
-from proxy.redis_lock import RedisLock
+from proxy.redis.client import SharedStore, connect
+from proxy.redis.lock import RedisLock
 
 
 class CountingStore(SharedStore):

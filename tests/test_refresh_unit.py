@@ -8,8 +8,8 @@ import time
 import pytest
 
 from proxy.errors import RefreshRejected, TokenEndpointUnavailable
-from proxy.refresh import Refresher
-from proxy.session import Tokens
+from proxy.tokens.model import Tokens
+from proxy.tokens.refresh import Refresher
 
 
 def tokens(name: str, *, expires_in: float = 3600) -> Tokens:

@@ -3,7 +3,7 @@ from urllib.parse import SplitResult, urljoin, urlsplit
 
 import pytest
 
-from proxy.security import (
+from proxy.web.untrusted import (
     MAX_NEXT_LENGTH,
     cors_origin,
     is_cross_origin_request,

@@ -12,16 +12,15 @@ from aiohttp.test_utils import make_mocked_request
 from aiohttp_session import STORAGE_KEY, Session
 from cryptography.fernet import Fernet
 
-from proxy.session import (
+from proxy.session.cookie import (
     COOKIE_BYTES_LIMIT,
     ChunkedCookieStorage,
-    SessionData,
-    Tokens,
-    User,
     make_fernet,
     replace_session,
 )
-from proxy.session_store import CookieSessions, SignedIn
+from proxy.session.model import SessionData
+from proxy.session.store import CookieSessions, SignedIn
+from proxy.tokens.model import Tokens, User
 
 KEY = Fernet.generate_key().decode()
 

@@ -1,4 +1,4 @@
-"""The lean upstream client (:class:`proxy.upstream.Pool`) against raw servers on loopback.
+"""The lean upstream client (:class:`proxy.http.client.Pool`) against raw servers on loopback.
 
 Each fake server reads the request bytes as they came and answers exactly the bytes a
 test needs, edge cases no real server would produce included.
@@ -17,7 +17,7 @@ import pytest
 from aiohttp.test_utils import unused_port
 
 from proxy.errors import UpstreamTimeout, UpstreamUnreachable
-from proxy.upstream import BodyBrokeOff, Pool, Response
+from proxy.http.client import BodyBrokeOff, Pool, Response
 
 #: How long anything that should happen at once may take before the test fails instead of hanging.
 GUARD = 5.0

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from proxy.errors import UpstreamUnreachable
-from proxy.upstream import Pool
+from proxy.http.client import Pool
 
 GUARD = 5.0
 

@@ -10,11 +10,16 @@ Example::
     web.run_app(emulator.app(), port=9000, access_log_class=AccessLogger)
 """
 
-from .access_log import AccessLogger
-from .api import download_chunks
-from .models import EmulatedUser, RecordedRequest, TokenSet
-from .state import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_SCOPE, ZoomEmulator
-from .tokens import s256_challenge
+from proxy.emulator.access_log import AccessLogger
+from proxy.emulator.api import download_chunks
+from proxy.emulator.models import EmulatedUser, RecordedRequest, TokenSet
+from proxy.emulator.state import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+    DEFAULT_SCOPE,
+    ZoomEmulator,
+)
+from proxy.emulator.tokens import s256_challenge
 
 __all__ = [
     "DEFAULT_CLIENT_ID",

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .models import EmulatedUser, InvalidAccessToken, RecordedRequest
+from proxy.emulator.models import EmulatedUser, InvalidAccessToken, RecordedRequest
 
 if TYPE_CHECKING:
-    from .state import ZoomEmulator
+    from proxy.emulator.state import ZoomEmulator
 
 CHUNK_SIZE = 64 * 1024
 KEPT_BODY_LIMIT = 1024 * 1024  # bodies up to this size stay readable by handlers

@@ -17,11 +17,11 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from ..pages import STYLE
-from .models import InvalidGrant
+from proxy.emulator.models import InvalidGrant
+from proxy.web.pages import STYLE
 
 if TYPE_CHECKING:
-    from .state import ZoomEmulator
+    from proxy.emulator.state import ZoomEmulator
 
 _S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
 #: Said on every page, so that nobody takes the emulator for Zoom.

@@ -19,9 +19,9 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
-from . import tokens
-from .api import ApiRoutes
-from .models import (
+from proxy.emulator import tokens
+from proxy.emulator.api import ApiRoutes
+from proxy.emulator.models import (
     EmulatedUser,
     InvalidAccessToken,
     InvalidGrant,
@@ -29,7 +29,7 @@ from .models import (
     TokenSet,
     default_user,
 )
-from .oauth import OAuthRoutes
+from proxy.emulator.oauth import OAuthRoutes
 
 logger = logging.getLogger(__name__)
 

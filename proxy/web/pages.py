@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from .session import SessionData
+    from proxy.session.model import SessionData
 
 #: The one style sheet of every page, the emulator's included.
 STYLE = """

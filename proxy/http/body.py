@@ -1,4 +1,4 @@
-"""A request body too large to read whole, as it arrives (for :mod:`proxy.front`)."""
+"""A request body too large to read whole, as it arrives (for :mod:`proxy.http.front`)."""
 
 from __future__ import annotations
 

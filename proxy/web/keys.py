@@ -6,12 +6,12 @@ import aiohttp
 from aiohttp import web
 from cryptography.fernet import MultiFernet
 
-from .config import Settings
-from .oauth import ZoomOAuth
-from .refresh import Refresher
-from .session import ChunkedCookieStorage
-from .session_store import SessionStore
-from .upstream import Pool
+from proxy.config import Settings
+from proxy.http.client import Pool
+from proxy.session.cookie import ChunkedCookieStorage
+from proxy.session.store import SessionStore
+from proxy.tokens.oauth import ZoomOAuth
+from proxy.tokens.refresh import Refresher
 
 SETTINGS = web.AppKey("settings", Settings)
 FERNET = web.AppKey("fernet", MultiFernet)

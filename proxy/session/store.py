@@ -25,21 +25,21 @@ from aiohttp import web
 from aiohttp_session import SESSION_KEY, get_session, new_session
 from cryptography.fernet import MultiFernet
 
-from .coordination import Outcome, RefreshCall
-from .errors import RefreshRejected, SessionStoreUnavailable
-from .lru import Lru
-from .redis_client import SharedStore
-from .redis_lock import RedisLock
-from .session import (
+from proxy.errors import RefreshRejected, SessionStoreUnavailable
+from proxy.redis.client import SharedStore
+from proxy.redis.lock import RedisLock
+from proxy.session.cookie import (
     DECRYPTED_CACHE_SIZE,
     ChunkedCookieStorage,
-    SessionData,
-    Tokens,
     replace_session,
     seal,
     start_session,
     unseal,
 )
+from proxy.session.lru import Lru
+from proxy.session.model import SessionData
+from proxy.tokens.coordination import Outcome, RefreshCall
+from proxy.tokens.model import Tokens
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class CookieSessions:
 class RedisSessions:
     """Sessions in Redis behind an opaque id in the cookie (``session.store: redis``).
 
-    It is also the :class:`~proxy.coordination.Coordinator` for its sessions: a
+    It is also the :class:`~proxy.tokens.coordination.Coordinator` for its sessions: a
     refresh takes the session's lock, reads the session again, and calls Zoom only if
     no other replica has refreshed it meanwhile.
     """

@@ -1,6 +1,6 @@
 """Who may refresh a token, when several replicas serve the same users.
 
-:class:`~proxy.refresh.Refresher` keeps its single flight and its rotation grace in
+:class:`~proxy.tokens.refresh.Refresher` keeps its single flight and its rotation grace in
 memory, so within a process concurrent requests already share one refresh. Between
 processes, a :class:`Coordinator` decides what that one refresh does:
 
@@ -10,7 +10,7 @@ processes, a :class:`Coordinator` decides what that one refresh does:
   while the others wait and then take its successor. Each is keyed by a hash of the
   refresh token, never the token, and every stored token is encrypted with the
   session keys.
-* :class:`~proxy.session_store.RedisSessions` (``session.store: redis``) coordinates
+* :class:`~proxy.session.store.RedisSessions` (``session.store: redis``) coordinates
   its own sessions with a lock per session.
 """
 
@@ -25,16 +25,17 @@ from typing import Protocol
 
 from cryptography.fernet import MultiFernet
 
-from .errors import (
+from proxy.errors import (
     ProxyError,
     RefreshRejected,
     SessionStoreUnavailable,
     TokenEndpointInvalid,
     TokenEndpointUnavailable,
 )
-from .redis_client import SharedStore
-from .redis_lock import RedisLock
-from .session import Tokens, seal, tokens_from_json, tokens_to_json, unseal
+from proxy.redis.client import SharedStore
+from proxy.redis.lock import RedisLock
+from proxy.session.cookie import seal, unseal
+from proxy.tokens.model import Tokens, tokens_from_json, tokens_to_json
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
-from .front import Front
+from proxy.http.front import Front
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class EagerSite(web.BaseSite):
         front: Front | None = None,
     ) -> None:
         """``front``: the protocol that reads each new connection first, instead of
-        aiohttp's (:mod:`proxy.front`)."""
+        aiohttp's (:mod:`proxy.http.front`)."""
         super().__init__(runner, backlog=backlog)
         self._host = host
         self._port = port

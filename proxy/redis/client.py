@@ -24,7 +24,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from .errors import SessionStoreUnavailable
+from proxy.errors import SessionStoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""``/api/*`` answered on the connection's first reader (:mod:`proxy.front`), without
+"""``/api/*`` answered on the connection's first reader (:mod:`proxy.http.front`), without
 aiohttp's server: the hot path.
 
 The lane takes a request only when answering it needs nothing but a read-only look
@@ -12,7 +12,7 @@ at the session and one call to Zoom:
 * no ``Expect`` but ``100-continue``; a body, if any, framed by ``Content-Length``.
 
 Anything else goes to aiohttp. So does a request Zoom answers with 401 when its body
-could be kept whole (up to ``upstream.max_replay_body``): :func:`proxy.forward.forward`
+could be kept whole (up to ``upstream.max_replay_body``): :func:`proxy.forward.handler.forward`
 refreshes and sends it again. A larger body streams through as it arrives and cannot be
 sent again; on a 401 the lane refreshes itself and passes the 401 on with the new
 session, as ``forward`` would. What the lane answers, it answers as ``forward`` and its
@@ -31,20 +31,21 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.helpers import rfc822_formatted_time
 
-from .body_stream import BodyStream, ClientLeft
-from .errors import ClientTooSlow, ProxyError, RefreshRejected, UnsafePath
-from .forward import SMALL_BODY, RefusedByZoom, upstream_target, whole_body
-from .front import Handover, Job, Reply
-from .headers import SERVER, headers_for_client, headers_for_zoom
-from .heads import Head
-from .http_errors import log_refusal, login_url, raw_json_answer, status_line
-from .keys import REFRESHER, SESSIONS, SETTINGS, STORAGE, UPSTREAM
-from .lifecycle import LIFECYCLE
-from .logs import accepted_request_id, client_address, current_request_id, log_access
-from .metrics import METRICS
-from .session import SessionData, Tokens
-from .session_store import CookieSessions, SignedIn
-from .upstream import Response
+from proxy.errors import ClientTooSlow, ProxyError, RefreshRejected, UnsafePath
+from proxy.forward.handler import SMALL_BODY, RefusedByZoom, upstream_target, whole_body
+from proxy.forward.headers import SERVER, headers_for_client, headers_for_zoom
+from proxy.http.body import BodyStream, ClientLeft
+from proxy.http.client import Response
+from proxy.http.front import Handover, Job, Reply
+from proxy.http.heads import Head
+from proxy.observe.lifecycle import LIFECYCLE
+from proxy.observe.logs import accepted_request_id, client_address, current_request_id, log_access
+from proxy.observe.metrics import METRICS
+from proxy.session.model import SessionData
+from proxy.session.store import CookieSessions, SignedIn
+from proxy.tokens.model import Tokens
+from proxy.web.errors import log_refusal, login_url, raw_json_answer, status_line
+from proxy.web.keys import REFRESHER, SESSIONS, SETTINGS, STORAGE, UPSTREAM
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 _SAME_ORIGIN_FETCH = frozenset({"same-origin", "none"})
@@ -108,7 +109,7 @@ class ApiLane:
     def refusal(
         self, head: Head, error: ProxyError, request_id: str, cookie: Sequence[str]
     ) -> bytes:
-        """The answer for ``error``, as :func:`proxy.http_errors.render_error` gives it
+        """The answer for ``error``, as :func:`proxy.web.errors.render_error` gives it
         to a script (the lane takes no browser navigations), with ``cookie``."""
         log_refusal(head.method, head.target, error)
         if isinstance(error, RefreshRejected):  # the session is over: its cookies go

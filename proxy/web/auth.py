@@ -12,8 +12,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from cryptography.fernet import InvalidToken
 
-from .access import may_sign_in
-from .errors import (
+from proxy.errors import (
     AccessDenied,
     BadRequest,
     LoginStateInvalid,
@@ -21,14 +20,15 @@ from .errors import (
     SessionStoreUnavailable,
     Unauthenticated,
 )
-from .guards import is_same_origin_or_direct
-from .http_errors import is_browser_navigation, render_error
-from .keys import FERNET, OAUTH, SESSIONS, SETTINGS, STORAGE
-from .metrics import METRICS
-from .oauth import random_token
-from .pages import message_page
-from .security import safe_next
-from .session import SessionData
+from proxy.observe.metrics import METRICS
+from proxy.session.model import SessionData
+from proxy.session.rules import may_sign_in
+from proxy.tokens.oauth import random_token
+from proxy.web.cors import is_same_origin_or_direct
+from proxy.web.errors import is_browser_navigation, render_error
+from proxy.web.keys import FERNET, OAUTH, SESSIONS, SETTINGS, STORAGE
+from proxy.web.pages import message_page
+from proxy.web.untrusted import safe_next
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ async def logout(request: web.Request) -> web.Response:
     """``POST /auth/logout``: revoke at Zoom (best effort) and forget the session.
 
     A browser's ``GET`` gets a page whose button POSTs here (see
-    :mod:`proxy.http_errors`); a GET never signs anyone out. The form's POST, like any
+    :mod:`proxy.web.errors`); a GET never signs anyone out. The form's POST, like any
     browser's, is redirected to the home page; a script's gets 204."""
     sessions = request.app[SESSIONS]
     signed_in = await sessions.load(request)

@@ -13,7 +13,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Container, Iterable, Mapping
-from dataclasses import asdict, dataclass
 from typing import Any, cast
 
 from aiohttp import web
@@ -21,7 +20,8 @@ from aiohttp_session import AbstractStorage, Session, get_session, new_session
 from aiohttp_session import SessionData as StoredSession
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from .lru import Lru
+from proxy.session.lru import Lru
+from proxy.session.model import SessionData
 
 log = logging.getLogger(__name__)
 
@@ -34,98 +34,6 @@ MAX_CHUNKS = 8
 #: Decrypted sessions kept per process, keyed by cookie value, so a busy client pays
 #: for Fernet and JSON once rather than on every request.
 DECRYPTED_CACHE_SIZE = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    """The Zoom user a session belongs to, as ``GET /users/me`` describes them."""
-
-    id: str
-    email: str
-    first_name: str
-    last_name: str
-    account_id: str
-
-    @classmethod
-    def from_zoom(cls, data: Mapping[str, Any]) -> User:
-        """Build from Zoom's JSON; raises ``ValueError`` when it lacks an id."""
-        user_id = data.get("id")
-        if not isinstance(user_id, str) or not user_id:
-            raise ValueError("Zoom's user has no id")
-        return cls(
-            id=user_id,
-            **{name: _text(data.get(name)) for name in ("email", "first_name", "last_name")},
-            account_id=_text(data.get("account_id")),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Tokens:
-    """One Zoom token pair; ``expires_at`` is the access token's expiry in unix seconds."""
-
-    access_token: str
-    refresh_token: str
-    expires_at: float
-    scope: str
-
-    def expires_within(self, seconds: float, *, now: float | None = None) -> bool:
-        return self.expires_at - (time.time() if now is None else now) <= seconds
-
-    def __repr__(self) -> str:
-        return f"Tokens(expires_at={self.expires_at!r}, scope={self.scope!r})"
-
-
-@dataclass(frozen=True, slots=True)
-class SessionData:
-    """Everything a session cookie holds."""
-
-    tokens: Tokens
-    user: User
-
-    def to_json(self) -> dict[str, Any]:
-        return {"tokens": tokens_to_json(self.tokens), "user": asdict(self.user)}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> SessionData | None:
-        """Parse a stored session; ``None`` for anything malformed (that is "signed out")."""
-        try:
-            tokens, user = _tokens(data["tokens"]), data["user"]
-            return cls(
-                tokens=tokens, user=User(**{name: _text(user[name]) for name in User.__slots__})
-            )
-        except (KeyError, TypeError, ValueError):
-            return None
-
-
-def tokens_to_json(tokens: Tokens) -> dict[str, Any]:
-    return asdict(tokens)
-
-
-def tokens_from_json(data: object) -> Tokens | None:
-    """Parse stored tokens; ``None`` for anything malformed."""
-    try:
-        return _tokens(data)
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def _tokens(data: Any) -> Tokens:
-    return Tokens(
-        access_token=_required_text(data["access_token"]),
-        refresh_token=_required_text(data["refresh_token"]),
-        expires_at=float(data["expires_at"]),
-        scope=_text(data["scope"]),
-    )
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _required_text(value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError("empty")
-    return value
 
 
 def make_fernet(keys: Iterable[str]) -> MultiFernet:

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from .errors import (
+from proxy.errors import (
     CodeRejected,
     RefreshRejected,
     TokenEndpointInvalid,
@@ -26,7 +26,7 @@ from .errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from .session import Tokens, User
+from proxy.tokens.model import Tokens, User
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from .config import LoggingSettings
+from proxy.config import LoggingSettings
 
 #: The Zoom user a request acted for, set by handlers once a session is loaded.
 USER_ID = web.RequestKey("user_id", str)

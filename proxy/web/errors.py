@@ -18,11 +18,11 @@ from aiohttp import web
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.typedefs import Handler, Middleware
 
-from .errors import ProxyError, RefreshRejected, Unauthenticated
-from .headers import SERVER
-from .keys import SETTINGS, STORAGE
-from .logs import redacted_target
-from .pages import HOME, message_page, sign_out_page
+from proxy.errors import ProxyError, RefreshRejected, Unauthenticated
+from proxy.forward.headers import SERVER
+from proxy.observe.logs import redacted_target
+from proxy.web.keys import SETTINGS, STORAGE
+from proxy.web.pages import HOME, message_page, sign_out_page
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .config import AccessSettings
-from .session import User
+from proxy.config import AccessSettings
+from proxy.tokens.model import User
 
 
 def may_sign_in(user: User, rules: AccessSettings) -> bool:

@@ -14,8 +14,8 @@ The call to Zoom runs in a task of its own: a client that disconnects mid-refres
 cannot cancel it, so a consumed refresh token always leaves its successor behind.
 
 Both hold within one process. Across replicas, the one refresh a process's single
-flight allows goes through a :class:`~proxy.coordination.Coordinator`, which shares
-the lock and the grace through Redis (:mod:`proxy.coordination`).
+flight allows goes through a :class:`~proxy.tokens.coordination.Coordinator`, which shares
+the lock and the grace through Redis (:mod:`proxy.tokens.coordination`).
 """
 
 from __future__ import annotations
@@ -25,9 +25,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from .coordination import LOCAL, Coordinator, RefreshCall
-from .errors import RefreshBusy, RefreshRejected, SessionStoreUnavailable, TokenEndpointUnavailable
-from .session import Tokens
+from proxy.errors import (
+    RefreshBusy,
+    RefreshRejected,
+    SessionStoreUnavailable,
+    TokenEndpointUnavailable,
+)
+from proxy.tokens.coordination import LOCAL, Coordinator, RefreshCall
+from proxy.tokens.model import Tokens
 
 #: Failures after which a still-valid access token is better than an error.
 _TRANSIENT = (TokenEndpointUnavailable, SessionStoreUnavailable, RefreshBusy)

@@ -15,7 +15,7 @@ Requests are answered one at a time; pipelined ones wait in the buffer. A body u
 ``max_whole_body`` bytes is read whole before its job starts (it can still be handed
 over); a larger one reaches the job as a :class:`BodyStream` while it arrives.
 
-A request whose framing no transport may take (:func:`proxy.heads.framing_refusal`) is
+A request whose framing no transport may take (:func:`proxy.http.heads.framing_refusal`) is
 refused here, and the connection closes with nothing after it read. So is a head that
 grows past ``max_head_size``, takes over ``head_timeout`` to arrive, or would take the
 partial heads held over all connections past their :class:`HeadBudget`. A partial head
@@ -33,8 +33,7 @@ from typing import Protocol, cast
 
 import httptools
 
-from .body_stream import BodyStream, ClientLeft
-from .errors import (
+from proxy.errors import (
     ClientTooSlow,
     HeadTooLarge,
     HeadTooSlow,
@@ -42,7 +41,8 @@ from .errors import (
     RequestLineTooLong,
     SlowHeadsOverBudget,
 )
-from .heads import Head, Limits, parse_head
+from proxy.http.body import BodyStream, ClientLeft
+from proxy.http.heads import Head, Limits, parse_head
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Request heads as the connection's first reader (:mod:`proxy.front`) takes them:
+"""Request heads as the connection's first reader (:mod:`proxy.http.front`) takes them:
 plain HTTP/1.1 that aiohttp's own parser would accept, framed by ``Content-Length``.
 Anything else is left to aiohttp, which judges it, except what no transport may take
 (:func:`framing_refusal`): that is refused on either.
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import httptools
 
-from .errors import NotHttp, ProxyError, UpgradeRefused
+from proxy.errors import NotHttp, ProxyError, UpgradeRefused
 
 #: A ``Content-Length`` of more digits is refused: no body is near 10**18 bytes, and
 #: Python's ``int()`` refuses strings over 4,300 digits.

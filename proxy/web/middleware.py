@@ -13,11 +13,11 @@ from __future__ import annotations
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
-from .guards import add_cors_headers
-from .headers import SERVER
-from .lifecycle import Lifecycle
-from .logs import add_request_id_header, begin_request, end_request
-from .metrics import Metrics
+from proxy.forward.headers import SERVER
+from proxy.observe.lifecycle import Lifecycle
+from proxy.observe.logs import add_request_id_header, begin_request, end_request
+from proxy.observe.metrics import Metrics
+from proxy.web.cors import add_cors_headers
 
 
 def _finish_headers(request: web.Request, response: web.StreamResponse) -> None:

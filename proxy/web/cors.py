@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .errors import CrossOriginRefused
-from .keys import SETTINGS
-from .security import cors_origin, is_cross_origin_request, normalize_origin
+from proxy.errors import CrossOriginRefused
+from proxy.web.keys import SETTINGS
+from proxy.web.untrusted import cors_origin, is_cross_origin_request, normalize_origin
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _CORS_PREFIXES = ("/api/", "/auth/")

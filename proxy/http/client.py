@@ -38,7 +38,7 @@ from typing import Final, Protocol, cast, runtime_checkable
 import httptools
 from yarl import URL
 
-from .errors import UpstreamTimeout, UpstreamUnreachable
+from proxy.errors import UpstreamTimeout, UpstreamUnreachable
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -46,7 +46,7 @@ RawHeaders = list[tuple[bytes, bytes]]
 @runtime_checkable
 class DirectBody(Protocol):
     """A streamed request body of exactly its declared length that writes itself to the
-    connection as it arrives, while the connection keeps up (:class:`proxy.body_stream.BodyStream`).
+    connection as it arrives, while the connection keeps up (:class:`proxy.http.body.BodyStream`).
     Iterated, it yields only what it could not write at once."""
 
     def stream_to(self, sink: asyncio.Transport, limit: int) -> None:

@@ -19,8 +19,8 @@ import random
 import secrets
 import time
 
-from .errors import RefreshBusy
-from .redis_client import SharedStore
+from proxy.errors import RefreshBusy
+from proxy.redis.client import SharedStore
 
 #: The first pause between attempts, and the longest: a lock is held for one call to
 #: Zoom's token endpoint, typically a few hundred milliseconds.

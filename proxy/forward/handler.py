@@ -18,22 +18,17 @@ from aiohttp import web
 from aiohttp_session import get_session
 from multidict import CIMultiDict
 
-from .bracket import prepare
-from .errors import (
-    ClientTooSlow,
-    Unauthenticated,
-    UnsafePath,
-    UpstreamUnreachable,
-)
-from .front import take_handover_note
-from .headers import request_headers_for_zoom, response_headers_for_client
-from .keys import REFRESHER, SESSIONS, SETTINGS, STORAGE, UPSTREAM
-from .logs import UPSTREAM_STATUS, USER_ID
-from .metrics import METRICS
-from .security import is_safe_api_path
-from .session import Tokens
-from .session_store import SignedIn
-from .upstream import Body, BodyBrokeOff, Response
+from proxy.errors import ClientTooSlow, Unauthenticated, UnsafePath, UpstreamUnreachable
+from proxy.forward.headers import request_headers_for_zoom, response_headers_for_client
+from proxy.http.client import Body, BodyBrokeOff, Response
+from proxy.http.front import take_handover_note
+from proxy.observe.logs import UPSTREAM_STATUS, USER_ID
+from proxy.observe.metrics import METRICS
+from proxy.session.store import SignedIn
+from proxy.tokens.model import Tokens
+from proxy.web.keys import REFRESHER, SESSIONS, SETTINGS, STORAGE, UPSTREAM
+from proxy.web.middleware import prepare
+from proxy.web.untrusted import is_safe_api_path
 
 API_PREFIX = "/api/"
 #: What Zoom's API uses. Anything else (TRACE would echo the bearer token back) is 405.
@@ -102,7 +97,7 @@ async def read_body(request: web.Request, *, max_replay: int, stall_limit: float
 
 
 class BodyReader(Protocol):
-    """A request body as it arrives: aiohttp's, or :class:`proxy.body_stream.BodyStream`."""
+    """A request body as it arrives: aiohttp's, or :class:`proxy.http.body.BodyStream`."""
 
     async def readany(self) -> bytes:
         """Some of the body, or ``b""`` at its end."""
@@ -190,7 +185,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
 
 @dataclass(frozen=True, slots=True)
 class RefusedByZoom:
-    """The note :mod:`proxy.fastpath` hands a request over with after Zoom answered it
+    """The note :mod:`proxy.forward.lane` hands a request over with after Zoom answered it
     401: the access token Zoom refused."""
 
     access_token: str
