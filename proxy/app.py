@@ -11,17 +11,19 @@ from aiohttp_session import session_middleware
 
 from proxy.config import Settings
 from proxy.errors import SessionStoreUnavailable
-from proxy.forward.handler import forward
+from proxy.forward.core import Forwarder
+from proxy.forward.handler import FORWARDER, forward
 from proxy.http.client import Pool
 from proxy.observe.lifecycle import LIFECYCLE, Lifecycle
-from proxy.observe.logs import TRUST_FORWARDED
 from proxy.observe.metrics import METRICS, Metrics
+from proxy.observe.record import REQUESTS, Requests
 from proxy.redis import client as redis_client
-from proxy.session.cookie import ChunkedCookieStorage, make_fernet
+from proxy.session.cookie import ChunkedCookieStorage
 from proxy.session.store import CookieSessions, RedisSessions
 from proxy.tokens.coordination import LOCAL, Coordinator, SharedGrace
 from proxy.tokens.oauth import ZoomOAuth
 from proxy.tokens.refresh import Refresher
+from proxy.tokens.sealing import make_fernet
 from proxy.web import auth
 from proxy.web.cors import screen_origin
 from proxy.web.errors import error_middleware
@@ -52,10 +54,11 @@ def create_app(settings: Settings) -> web.Application:
     )
     lifecycle = Lifecycle()
     metrics = Metrics(in_flight=lambda: lifecycle.in_flight)
+    requests = Requests(metrics, lifecycle, trust_forwarded=settings.trust_forwarded_headers)
     storage.on_decode_failure = metrics.count_decode_failure
     app = web.Application(
         middlewares=[
-            bracket(metrics, lifecycle),
+            bracket(requests),
             # Outside the error translation, so that a session changed by a refresh
             # is saved even when the answer turns out to be an error.
             session_middleware(storage),
@@ -64,7 +67,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[LIFECYCLE] = lifecycle
     app[METRICS] = metrics
-    app[TRUST_FORWARDED] = settings.trust_forwarded_headers
+    app[REQUESTS] = requests
     app[SETTINGS] = settings
     app[FERNET] = fernet
     app[STORAGE] = storage
@@ -111,7 +114,7 @@ async def _shared_state(app: web.Application) -> AsyncIterator[None]:
     lock_ttl = settings.upstream.connect_timeout + settings.upstream.timeout + LOCK_MARGIN
     if settings.session.store == "redis":
         sessions = RedisSessions(
-            store, app[FERNET], max_age=settings.session.max_age, lock_ttl=lock_ttl
+            store, app[STORAGE], app[FERNET], max_age=settings.session.max_age, lock_ttl=lock_ttl
         )
         app[SESSIONS], app[_COORDINATOR] = sessions, sessions
     else:
@@ -176,6 +179,13 @@ async def _zoom_client(app: web.Application) -> AsyncIterator[None]:
         on_outcome=app[METRICS].count_refresh,
     )
     app[HTTP], app[OAUTH], app[REFRESHER], app[UPSTREAM] = http, oauth, refresher, upstream
+    app[FORWARDER] = Forwarder(
+        settings,
+        sessions=app[SESSIONS],
+        refresher=refresher,
+        upstream=upstream,
+        metrics=app[METRICS],
+    )
     yield
     await refresher.close()
     await upstream.close()
@@ -183,7 +193,7 @@ async def _zoom_client(app: web.Application) -> AsyncIterator[None]:
 
 
 async def index(request: web.Request) -> web.Response:
-    signed_in = await request.app[SESSIONS].load(request)
+    signed_in = await request.app[SESSIONS].load(request.headers.get("Cookie", ""))
     public_url = request.app[SETTINGS].public_url
     html = (
         signed_out_page()

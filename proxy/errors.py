@@ -1,7 +1,8 @@
 """The proxy's one error hierarchy.
 
 Every failure a client can see is a :class:`ProxyError`. Handlers and helpers raise
-them; :mod:`proxy.web.errors` turns them into responses in exactly one place::
+them; :func:`error_answer` turns them into an answer in exactly one place, which
+either transport writes (:mod:`proxy.web.errors` adds pages for browsers)::
 
     ProxyError                          (500 internal_error)
     ├── BadRequest                      (400 bad_request)
@@ -36,6 +37,8 @@ token, an authorization code, a cookie value or the client secret.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import ClassVar
 
 
@@ -192,3 +195,28 @@ class RefreshBusy(ProxyError):
         "Another replica of the proxy is still refreshing this session. "
         "Your session is kept; retry shortly."
     )
+
+
+#: How to sign in again, on every 401.
+WWW_AUTHENTICATE = 'Cookie realm="zoom-proxy", login="/auth/login"'
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorAnswer:
+    """What a script gets for an error, on either transport: status, headers and the
+    JSON body (``{"error", "message"}``, plus ``login_url`` when signed out)."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+def error_answer(error: ProxyError, login: str) -> ErrorAnswer:
+    """The answer for ``error``; ``login``: where to sign in again, for a 401."""
+    headers = [("Cache-Control", "no-store")]
+    body = {"error": error.code, "message": error.message}
+    if isinstance(error, Unauthenticated):
+        body["login_url"] = login
+        headers.append(("WWW-Authenticate", WWW_AUTHENTICATE))
+    headers.append(("Content-Type", "application/json; charset=utf-8"))
+    return ErrorAnswer(error.status, tuple(headers), json.dumps(body).encode())

@@ -36,15 +36,15 @@ from proxy.errors import (
     ProxyError,
     RequestLineTooLong,
     SlowHeadsOverBudget,
+    error_answer,
 )
-from proxy.forward.headers import SERVER
 from proxy.forward.lane import api_lane
-from proxy.http.front import KEEPALIVE_TIMEOUT, NOTE_ATTRIBUTE, Front, HeadBudget, HeadWatch, Job
+from proxy.http.answers import SERVER, connection_refusal, log_connection_refusal
+from proxy.http.front import KEEPALIVE_TIMEOUT, Front, HeadBudget, HeadWatch, Job
 from proxy.http.heads import MAX_HEAD_SIZE, Head, Limits, framing_refusal
 from proxy.http.listen import EagerSite
 from proxy.observe.lifecycle import LIFECYCLE
 from proxy.observe.logs import AccessLogger
-from proxy.web.errors import connection_refusal, json_answer, log_connection_refusal
 from proxy.web.keys import SETTINGS
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,6 @@ def _refused_framing(message: RawRequestMessage) -> ProxyError | None:
 
 class _QuietRequestHandler(RequestHandler):
     __slots__ = (
-        NOTE_ATTRIBUTE,
         "_answered",
         "_client_done",
         "_head",
@@ -114,7 +113,6 @@ class _QuietRequestHandler(RequestHandler):
 
     def __init__(self, *args: Any, rules: ConnectionRules, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        setattr(self, NOTE_ATTRIBUTE, None)
         self.rules = rules
         #: A request was refused: nothing more is read.
         self._refusing = False
@@ -224,8 +222,8 @@ class _QuietRequestHandler(RequestHandler):
             raise ConnectionError("the response has started; the connection is closed instead")
         error = ProxyError("The proxy failed; this is a bug.") if status >= 500 else _refusal(exc)
         log_connection_refusal(request.remote, error)
-        headers, body = json_answer(error, "")
-        response = web.json_response(body, status=error.status, headers=headers)
+        answer = error_answer(error, "")
+        response = web.Response(status=answer.status, headers=answer.headers, body=answer.body)
         response.headers[hdrs.CONNECTION] = "close"
         response.headers[hdrs.SERVER] = SERVER
         response.force_close()

@@ -18,10 +18,10 @@ from proxy.errors import (
     TokenEndpointUnavailable,
 )
 from proxy.redis.client import SharedStore, connect
-from proxy.session.cookie import make_fernet
 from proxy.tokens.coordination import SharedGrace
 from proxy.tokens.model import Tokens
 from proxy.tokens.refresh import Refresher
+from proxy.tokens.sealing import make_fernet
 from tests.test_redis_lock import CountingStore
 from tests.test_refresh_unit import FakeZoom, tokens
 

@@ -7,7 +7,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.errors import UnsafePath
 from proxy.forward import headers as headers_module
-from proxy.forward.handler import upstream_target
+from proxy.forward.core import upstream_target
 from proxy.forward.headers import (
     NAMES_CACHED,
     request_headers_for_zoom,

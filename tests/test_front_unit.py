@@ -15,10 +15,10 @@ import httptools
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.errors import NotHttp, ProxyError
+from proxy.errors import NotHttp, ProxyError, error_answer
+from proxy.http.answers import error_bytes
 from proxy.http.front import FrontProtocol, HeadBudget, Job
 from proxy.http.heads import MAX_LENGTH_DIGITS, Head, Limits, parse_head
-from proxy.web.errors import raw_json_answer
 
 LIMITS = Limits(
     max_line_size=200,
@@ -106,7 +106,7 @@ class _DeclinesAll:
 
 
 def _refusal(error: ProxyError, peer: str | None) -> bytes:
-    return raw_json_answer(error, "", close=True)
+    return error_bytes(error_answer(error, ""), close=True)
 
 
 def _feed(pieces: list[bytes]) -> tuple[_Transport, _Aiohttp, HeadBudget]:

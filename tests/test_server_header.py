@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from aiohttp.test_utils import unused_port
 
-from proxy.forward.headers import SERVER
+from proxy.http.answers import SERVER
 from tests.conftest import Proxy, ProxyFactory
 from tests.test_front import connection, read_answers, request, signed_in_cookie
 

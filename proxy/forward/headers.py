@@ -16,10 +16,6 @@ from collections.abc import Iterable
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-#: The ``Server`` header of the proxy's own answers: no product versions for a scanner
-#: to match against known flaws (aiohttp's default names Python's and its own).
-SERVER = "zoom-proxy"
-
 #: RFC 9110 section 7.6.1, plus the non-standard ``Proxy-Connection`` still sent by some clients.
 HOP_BY_HOP = frozenset(
     {

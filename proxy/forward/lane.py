@@ -1,59 +1,53 @@
-"""``/api/*`` answered on the connection's first reader (:mod:`proxy.http.front`), without
-aiohttp's server: the hot path.
+"""``/api/*`` on the connection's first reader (:mod:`proxy.http.front`), without
+aiohttp's server: the hot path's transport.
 
-The lane takes a request only when answering it needs nothing but a read-only look
-at the session and one call to Zoom:
+For a forwarded small GET, aiohttp's server (its protocol, request and response
+objects, router and middleware chain) was about 40% of the proxy's CPU per request.
+The lane takes the common shape of ``/api`` call and drives the same
+:class:`~proxy.forward.core.Forwarder` as aiohttp's handler, writing the answer as
+bytes. It takes a request only when nothing but the core is needed to answer it:
 
 * ``GET``, ``HEAD``, ``POST``, ``PUT``, ``PATCH`` or ``DELETE`` on a safe ``/api/`` path;
-* a cookie session whose tokens need no refresh (and have no successor);
+* a cookie session (``session.store: cookie``) that opens;
 * no ``Origin``, and ``Sec-Fetch-Site`` absent, ``same-origin`` or ``none``: nothing to
   screen, no CORS to grant;
 * not a browser navigation (those get HTML errors and sign-in redirects);
 * no ``Expect`` but ``100-continue``; a body, if any, framed by ``Content-Length``.
 
-Anything else goes to aiohttp. So does a request Zoom answers with 401 when its body
-could be kept whole (up to ``upstream.max_replay_body``): :func:`proxy.forward.handler.forward`
-refreshes and sends it again. A larger body streams through as it arrives and cannot be
-sent again; on a 401 the lane refreshes itself and passes the 401 on with the new
-session, as ``forward`` would. What the lane answers, it answers as ``forward`` and its
-middlewares would: the same headers each way, the same error bodies, request id,
-metrics, access-log line and in-flight count.
+Anything else goes to aiohttp, before anything is sent to Zoom. What the lane
+answers, it answers as aiohttp's middleware would: the same headers, the same error
+bodies, request id, metrics, access-log line and in-flight count.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 from aiohttp import web
-from aiohttp.helpers import rfc822_formatted_time
 
-from proxy.errors import ClientTooSlow, ProxyError, RefreshRejected, UnsafePath
-from proxy.forward.handler import SMALL_BODY, RefusedByZoom, upstream_target, whole_body
-from proxy.forward.headers import SERVER, headers_for_client, headers_for_zoom
+from proxy.errors import ClientTooSlow, ProxyError, RefreshRejected, UnsafePath, error_answer
+from proxy.forward.core import ApiCall, Forwarder, RequestBody
+from proxy.forward.handler import FORWARDER
+from proxy.http.answers import SERVER, error_bytes, head_bytes, status_line
 from proxy.http.body import BodyStream, ClientLeft
-from proxy.http.client import Response
-from proxy.http.front import Handover, Job, Reply
+from proxy.http.front import Job, Reply
 from proxy.http.heads import Head
-from proxy.observe.lifecycle import LIFECYCLE
-from proxy.observe.logs import accepted_request_id, client_address, current_request_id, log_access
-from proxy.observe.metrics import METRICS
-from proxy.session.model import SessionData
+from proxy.http.seams import http_date
+from proxy.observe.logs import RequestRecord
+from proxy.observe.record import REQUESTS, Requests
+from proxy.session.cookie import ChunkedCookieStorage
 from proxy.session.store import CookieSessions, SignedIn
-from proxy.tokens.model import Tokens
-from proxy.web.errors import log_refusal, login_url, raw_json_answer, status_line
-from proxy.web.keys import REFRESHER, SESSIONS, SETTINGS, STORAGE, UPSTREAM
+from proxy.web.errors import log_refusal, login_url
+from proxy.web.keys import SESSIONS, SETTINGS, STORAGE
+
+log = logging.getLogger(__name__)
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 _SAME_ORIGIN_FETCH = frozenset({"same-origin", "none"})
-#: Response headers the lane adds when Zoom sent none, as aiohttp does (Content-Length:
-#: its own, for the body actually sent, but Zoom's for a HEAD).
-_DEFAULTED = frozenset({"content-length", "date", "server", "content-type"})
-
-_access_log = logging.getLogger("aiohttp.access")
+#: What every lane answer carries, as aiohttp's middleware adds it to an answer to a
+#: request with no ``Origin`` (:func:`proxy.web.cors.add_cors_headers`).
+_VARY = "Vary: Origin\r\n"
 
 
 class ApiLane:
@@ -62,14 +56,12 @@ class ApiLane:
     def __init__(self, app: web.Application, sessions: CookieSessions) -> None:
         settings = app[SETTINGS]
         self.sessions = sessions
-        self.storage = app[STORAGE]
-        self.refresher = app[REFRESHER]
-        self.upstream = app[UPSTREAM]
-        self.metrics = app[METRICS]
-        self.lifecycle = app[LIFECYCLE]
-        self.settings = settings
+        self.core: Forwarder = app[FORWARDER]
+        self.requests: Requests = app[REQUESTS]
+        self.storage: ChunkedCookieStorage = app[STORAGE]
+        self.public_url = settings.public_url
         #: Bodies up to this size are read whole before forwarding: they can be sent
-        #: again after a 401, as ``forward`` would (``upstream.max_replay_body``).
+        #: again after a 401 (``upstream.max_replay_body``).
         self.max_whole_body = settings.upstream.max_replay_body
 
     def take(self, head: Head) -> Job | None:
@@ -84,227 +76,185 @@ class ApiLane:
         ):
             return None
         try:
-            target = upstream_target(self.settings.zoom.api_base_path, head.target)
+            self.core.target(head.target)
         except UnsafePath:
             return None
         # Quiet: a cookie that fails here is reported where the request goes next.
         signed_in = self.sessions.read(first.get("cookie", ""), quiet=True)
-        if signed_in is None or not self.refresher.usable(signed_in.data.tokens):
+        if signed_in is None:
             return None
-        return _Call(self, head, target, signed_in)
+        return _Exchange(self, head, signed_in).run
 
-    def new_cookie(self, head: Head, signed_in: SignedIn, tokens: Tokens) -> list[str]:
-        """``Set-Cookie`` values that carry the session with refreshed ``tokens``."""
-        cookie_header = head.first.get("cookie", "")
-        data = SessionData(tokens=tokens, user=signed_in.data.user)
-        value = self.storage.resealed(cookie_header, data.to_json())
-        return [] if value is None else self._cookie(head, value)
-
-    def _cookie(self, head: Head, value: str) -> list[str]:
-        secure = self.storage.secure_behind(head.first.get("x-forwarded-proto"))
-        return self.storage.set_cookie_headers(
-            value, secure=secure, cookie_header=head.first.get("cookie", "")
-        )
-
-    def refusal(
-        self, head: Head, error: ProxyError, request_id: str, cookie: Sequence[str]
-    ) -> bytes:
+    def error_bytes(self, call: ApiCall, head: Head, error: ProxyError) -> bytes:
         """The answer for ``error``, as :func:`proxy.web.errors.render_error` gives it
-        to a script (the lane takes no browser navigations), with ``cookie``."""
+        to a script (the lane takes no browser navigations)."""
         log_refusal(head.method, head.target, error)
-        if isinstance(error, RefreshRejected):  # the session is over: its cookies go
-            cookie = self._cookie(head, "")
-        extra = [f"Set-Cookie: {value}\r\n" for value in cookie]
-        extra.append(f"X-Request-ID: {request_id}\r\nVary: Origin\r\n")
-        login = login_url(self.settings.public_url, head.target)
-        return raw_json_answer(error, login, extra, close=not head.keep_alive)
-
-    def record(self, call: _Call, seconds: float, peer: str | None, *, access_log: bool) -> None:
-        """Metrics, and the access-log line for an answer sent, as the aiohttp path's
-        middleware and logger (which logs nothing for a client that left)."""
-        head = call.head
-        self.metrics.count_answer(head.method, head.target, call.status)
-        if access_log and _access_log.isEnabledFor(logging.INFO):
-            log_access(
-                _access_log,
-                method=head.method,
-                raw_target=head.target,
-                status=call.status,
-                seconds=seconds,
-                user_id=call.signed_in.data.user.id,
-                request_id=call.request_id,
-                upstream_status=call.upstream_status,
-                remote=client_address(
-                    peer,
-                    head.first.get("x-forwarded-for"),
-                    trusted=self.settings.trust_forwarded_headers,
-                ),
-            )
-
-
-@dataclass(slots=True)
-class _Call:
-    """One request the lane took."""
-
-    lane: ApiLane
-    head: Head
-    target: str
-    signed_in: SignedIn
-    request_id: str = "-"
-    #: The status answered (500 if it failed or the client left); 0 when handed over,
-    #: or when the client stopped mid-body.
-    status: int = 500
-    upstream_status: int | None = None
-
-    async def __call__(self, body: bytes | BodyStream | None, reply: Reply) -> Handover | None:
-        lane = self.lane
-        started = asyncio.get_running_loop().time()
-        self.request_id = accepted_request_id(self.head.first.get("x-request-id"))
-        context = current_request_id.set(self.request_id)
-        lane.lifecycle.enter()
-        answered = False
-        try:
-            handover = await self._answer(body, reply)
-            answered = True
-            return handover
-        finally:
-            lane.lifecycle.leave()
-            if self.status:
-                seconds = asyncio.get_running_loop().time() - started
-                lane.record(self, seconds, reply.peer, access_log=answered)
-            current_request_id.reset(context)
-
-    async def _answer(self, body: bytes | BodyStream | None, reply: Reply) -> Handover | None:
-        lane, head = self.lane, self.head
-        tokens = self.signed_in.data.tokens
-        if body is None:
-            self._refuse(reply, ClientTooSlow())
-            return None
-        try:
-            upstream = await self._send(body)
-        except ProxyError as error:
-            self._refuse(reply, error)
-            return None
-        except ClientLeft:  # mid-body: there is nobody to answer
-            self.status = 0
-            reply.close()
-            return None
-        self.upstream_status = upstream.status
-        try:
-            cookie: list[str] = []
-            if upstream.status == 401:
-                if isinstance(body, bytes):
-                    self.status = 0  # aiohttp refreshes, and sends it again
-                    return Handover(RefusedByZoom(tokens.access_token))
-                # Too large to send again: refresh anyway, and pass Zoom's 401 on with
-                # the new session (SPEC section 7).
-                try:
-                    tokens = await lane.refresher.after_401(tokens)
-                except ProxyError as error:
-                    self._refuse(reply, error)
-                    return None
-                cookie = lane.new_cookie(head, self.signed_in, tokens)
-            self.status = upstream.status
-            try:
-                await _relay(head, upstream, self.request_id, reply, cookie)
-            except ProxyError as error:  # a small body that broke off
-                self._refuse(reply, error, cookie)
-            return None
-        finally:
-            upstream.release()
-
-    async def _send(self, body: bytes | BodyStream) -> Response:
-        lane, head = self.lane, self.head
-        connection = (
-            [value for name, value in head.headers if name.lower() == "connection"]
-            if "connection" in head.first
-            else ()
+        cookies = self.storage.answer_cookies(
+            call.cookies,
+            ends_session=isinstance(error, RefreshRejected),
+            cookie_header=call.cookie_header,
+            forwarded_proto=call.forwarded_proto,
         )
-        headers = headers_for_zoom(
+        extra = [("Set-Cookie", value) for value in cookies]
+        extra += [("X-Request-ID", call.record.request_id), ("Vary", "Origin")]
+        answer = error_answer(error, login_url(self.public_url, head.target))
+        return error_bytes(answer, extra, close=not head.keep_alive)
+
+
+class _Exchange:
+    """One request the lane took: its :class:`~proxy.forward.core.Answer`, as bytes on
+    the client's connection."""
+
+    __slots__ = ("chunked", "head", "lane", "record", "reply", "signed_in", "status")
+
+    def __init__(self, lane: ApiLane, head: Head, signed_in: SignedIn) -> None:
+        self.lane = lane
+        self.head = head
+        self.signed_in = signed_in
+        self.reply: Reply | None = None
+        self.record: RequestRecord | None = None
+        #: The status answered, once the head is written.
+        self.status: int | None = None
+        #: Whether the body is framed in chunks (Zoom gave no length).
+        self.chunked = False
+
+    async def run(self, body: bytes | BodyStream | None, reply: Reply) -> None:
+        lane, head = self.lane, self.head
+        self.reply = reply
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first = head.first
+        record = self.record = lane.requests.begin(
+            head.method, head.target, first.get("x-request-id")
+        )
+        call = ApiCall(
+            head.method,
+            head.target,
             head.headers,
-            connection,
-            access_token=self.signed_in.data.tokens.access_token,
-            trust_forwarded=lane.settings.trust_forwarded_headers,
+            _connection_values(head),
+            cookie_header=first.get("cookie", ""),
+            forwarded_proto=first.get("x-forwarded-proto"),
+            record=record,
+            signed_in=self.signed_in,
         )
-        started = time.perf_counter()
+        # Counted as failed unless answered; not at all when the client left mid-body.
+        counted: int | None = 500
+        logged = False
         try:
-            return await lane.upstream.request(
-                head.method, self.target, headers, body, content_length=head.content_length
-            )
+            await self._forward(call, body)
+            counted = self.status
+            logged = self.status is not None
+        except ClientLeft:  # mid-body: there is nobody to answer
+            counted = None
+            reply.close()
+        except ConnectionError:  # while its answer was written: counted, not logged
+            counted = self.status
+            raise
         finally:
-            lane.metrics.observe_upstream_latency(started)
+            lane.requests.end(record, counted)
+            if logged:
+                lane.requests.log_access(
+                    record,
+                    status=counted or 500,
+                    seconds=loop.time() - started,
+                    peer=reply.peer,
+                    forwarded_for=first.get("x-forwarded-for"),
+                )
 
-    def _refuse(self, reply: Reply, error: ProxyError, cookie: Sequence[str] = ()) -> None:
-        """Answer ``error``; refreshed tokens (``cookie``) reach the client all the same."""
-        self.status = error.status
-        reply.write(self.lane.refusal(self.head, error, self.request_id, cookie))
+    async def _forward(self, call: ApiCall, body: bytes | BodyStream | None) -> None:
+        head = self.head
+        try:
+            if body is None:
+                raise ClientTooSlow()
+            if isinstance(body, bytes):
+                payload = RequestBody(replay=body)
+            else:
+                payload = RequestBody(None, body, head.content_length)
+            await self.lane.core.forward(call, payload, self)
+        except ProxyError as error:
+            if self.status is not None:  # the answer has started: it cannot change now
+                self.cut_off()
+                return
+            self.status = error.status
+            self._write(self.lane.error_bytes(call, head, error))
 
+    # Answer
 
-async def _relay(
-    head: Head, upstream: Response, request_id: str, reply: Reply, cookie: Sequence[str]
-) -> None:
-    """Zoom's answer to the client: whole when small, else streamed as it arrives."""
-    status = upstream.status
-    length = upstream.content_length
-    lines = [status_line(status)]
-    named: set[str] = set()
-    for name, value in headers_for_client(upstream.headers):
-        lower = name.lower()
-        if lower in _DEFAULTED:
-            named.add(lower)
-            if lower == "content-length" and head.method != "HEAD":
-                continue  # set below, for the body actually sent (none for 204 or 304)
-        lines.append(f"{name}: {value}\r\n")
-    lines += [f"Set-Cookie: {value}\r\n" for value in cookie]
-    if "date" not in named:
-        lines.append(f"Date: {rfc822_formatted_time()}\r\n")
-    if "server" not in named:
-        lines.append(f"Server: {SERVER}\r\n")
-    _common_headers(lines, request_id, head.keep_alive)
-    if upstream.bodiless:
-        lines.append("\r\n")
-        reply.write(_joined(lines))
-        return
-    if "content-type" not in named and length != 0:
-        lines.append("Content-Type: application/octet-stream\r\n")
-    if length is not None and length <= SMALL_BODY:
-        body = upstream.body_if_complete() or await whole_body(upstream)
+    def whole(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        lines = self._head_lines(status, headers, body=bool(body))
         lines.append(f"Content-Length: {len(body)}\r\n\r\n")
-        reply.write(_joined(lines) + body)
-        return
-    if length is not None:
-        lines.append(f"Content-Length: {length}\r\n\r\n")
-        reply.write(_joined(lines))
-        # Zoom's bytes are exactly what the client must get: they skip the coroutine.
-        upstream.stream_to(reply.transport)
-        await _copy(upstream, reply, chunked=False)
-        return
-    lines.append("Transfer-Encoding: chunked\r\n\r\n")
-    reply.write(_joined(lines))
-    await _copy(upstream, reply, chunked=True)
+        self._write(head_bytes(lines) + body)
+
+    async def start(
+        self, status: int, headers: list[tuple[str, str]], *, streamed: bool
+    ) -> asyncio.Transport | None:
+        length = next((v for n, v in headers if n.lower() == "content-length"), None)
+        lines = self._head_lines(status, headers, body=streamed)
+        if not streamed:  # HEAD, 204, 304: Zoom's length stands for a HEAD only
+            if length is not None and self.head.method == "HEAD":
+                lines.append(f"Content-Length: {length}\r\n")
+        elif length is not None:
+            lines.append(f"Content-Length: {length}\r\n")
+        else:
+            lines.append("Transfer-Encoding: chunked\r\n")
+            self.chunked = True
+        lines.append("\r\n")
+        self._write(head_bytes(lines))
+        assert self.reply is not None
+        return self.reply.transport if length is not None else None
+
+    async def write(self, chunk: bytes) -> None:
+        reply = self.reply
+        assert reply is not None
+        reply.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk)
+        await reply.drain()
+
+    async def end(self) -> None:
+        if self.chunked:
+            self._write(b"0\r\n\r\n")
+
+    def cut_off(self) -> None:
+        assert self.reply is not None
+        self.reply.close()
+
+    def _head_lines(self, status: int, headers: list[tuple[str, str]], *, body: bool) -> list[str]:
+        """The status line and headers, as aiohttp's server and middleware would write
+        them, without the body's framing."""
+        self.status = status
+        lines = [status_line(status)]
+        date = server = content_type = False
+        for name, value in headers:
+            lower = name.lower()
+            if lower == "content-length":
+                continue
+            if lower == "date":
+                date = True
+            elif lower == "server":
+                server = True
+            elif lower == "content-type":
+                content_type = True
+            lines.append(f"{name}: {value}\r\n")
+        if not date:
+            lines.append(f"Date: {http_date()}\r\n")
+        if not server:
+            lines.append(f"Server: {SERVER}\r\n")
+        if body and not content_type:
+            lines.append("Content-Type: application/octet-stream\r\n")
+        assert self.record is not None
+        lines.append(f"X-Request-ID: {self.record.request_id}\r\n{_VARY}")
+        if not self.head.keep_alive:
+            lines.append("Connection: close\r\n")
+        return lines
+
+    def _write(self, data: bytes) -> None:
+        assert self.reply is not None
+        self.reply.write(data)
 
 
-async def _copy(upstream: Response, reply: Reply, *, chunked: bool) -> None:
-    try:
-        async for chunk in upstream.chunks():
-            reply.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
-            await reply.drain()
-    except ConnectionError:  # Zoom broke off, or the client left: so the client can tell
-        reply.close()
-        return
-    if chunked:
-        reply.write(b"0\r\n\r\n")
-
-
-def _common_headers(lines: list[str], request_id: str, keep_alive: bool) -> None:
-    """What every answer on ``/api/`` carries, as the aiohttp path's middleware adds it."""
-    lines.append(f"X-Request-ID: {request_id}\r\nVary: Origin\r\n")
-    if not keep_alive:
-        lines.append("Connection: close\r\n")
-
-
-def _joined(lines: list[str]) -> bytes:
-    return "".join(lines).encode("utf-8", "surrogateescape")
+def _connection_values(head: Head) -> list[str]:
+    if "connection" not in head.first:
+        return []
+    return [value for name, value in head.headers if name.lower() == "connection"]
 
 
 def api_lane(app: web.Application) -> ApiLane | None:

@@ -12,8 +12,8 @@ request's first on. So aiohttp stays the judge of every request the lane does no
 answer itself, and sees it exactly as the client sent it.
 
 Requests are answered one at a time; pipelined ones wait in the buffer. A body up to
-``max_whole_body`` bytes is read whole before its job starts (it can still be handed
-over); a larger one reaches the job as a :class:`BodyStream` while it arrives.
+``max_whole_body`` bytes is read whole before its job starts; a larger one reaches
+the job as a :class:`BodyStream` while it arrives.
 
 A request whose framing no transport may take (:func:`proxy.http.heads.framing_refusal`) is
 refused here, and the connection closes with nothing after it read. So is a head that
@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Protocol, cast
 
 import httptools
@@ -59,29 +58,9 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _REQUEST_LINE_EXTRA = len("OPTIONS  HTTP/1.1")
 
 
-@dataclass(frozen=True, slots=True)
-class Handover:
-    """A job's verdict that aiohttp should answer its request after all (given before
-    writing anything), with a note for the handler that takes the request over."""
-
-    note: object = None
-
-
-#: A request a lane took: given its body, it answers (``None``) or hands over (only a
-#: body read whole can be). A body of ``None`` never came whole: the client went silent
-#: (the job answers :class:`ClientTooSlow`).
-Job = Callable[["bytes | BodyStream | None", "Reply"], Awaitable[Handover | None]]
-
-#: The attribute of aiohttp's protocol that carries a :class:`Handover`'s note.
-NOTE_ATTRIBUTE = "handover_note"
-
-
-def take_handover_note(protocol: object) -> object:
-    """The note a job left for the first request of a handed-over connection, once."""
-    note = getattr(protocol, NOTE_ATTRIBUTE, None)
-    if note is not None:
-        setattr(protocol, NOTE_ATTRIBUTE, None)
-    return note
+#: A request a lane took: given its body, it answers. A body of ``None`` never came
+#: whole: the client went silent (the job answers :class:`ClientTooSlow`).
+Job = Callable[["bytes | BodyStream | None", "Reply"], Awaitable[None]]
 
 
 #: Bytes of partial request heads held over all of a front's connections (each holds at
@@ -401,8 +380,8 @@ class FrontProtocol(asyncio.Protocol):
         reply = self._reply
         assert reply is not None
         try:
-            handover = await job(body, reply)
-            if handover is None and reply.paused:
+            await job(body, reply)
+            if reply.paused:
                 # A client that reads nothing is sent nothing more: pipelined requests
                 # would otherwise pile answers up in the transport's buffer.
                 await reply.drain()
@@ -416,12 +395,6 @@ class FrontProtocol(asyncio.Protocol):
             self._task = None
         stream, self._stream = self._stream, None
         self._stop_stall_timer()
-        if handover is not None:
-            if stream is None:
-                self._hand_over(handover.note)
-            else:  # its body is gone: nobody else can answer it
-                self._close()
-            return
         del self._buffer[:size]
         transport = self._transport
         assert transport is not None
@@ -534,7 +507,7 @@ class FrontProtocol(asyncio.Protocol):
             self._paused = False
             self._transport.resume_reading()
 
-    def _hand_over(self, note: object = None) -> None:
+    def _hand_over(self) -> None:
         """From here on, aiohttp's protocol reads this connection, from the buffer on."""
         transport = self._transport
         assert transport is not None
@@ -548,8 +521,6 @@ class FrontProtocol(asyncio.Protocol):
         if protocol is None:  # the server is shutting down
             transport.close()
             return
-        if note is not None:
-            setattr(protocol, NOTE_ATTRIBUTE, note)
         self._handed_over = True
         transport.set_protocol(protocol)
         protocol.connection_made(transport)

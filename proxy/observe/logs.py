@@ -19,13 +19,6 @@ from aiohttp.abc import AbstractAccessLogger
 
 from proxy.config import LoggingSettings
 
-#: The Zoom user a request acted for, set by handlers once a session is loaded.
-USER_ID = web.RequestKey("user_id", str)
-#: The status Zoom's API answered a forwarded request with.
-UPSTREAM_STATUS = web.RequestKey("upstream_status", int)
-REQUEST_ID = web.RequestKey("request_id", str)
-#: Whether this request's ``X-Forwarded-For`` names the client (``trust_forwarded_headers``).
-_FORWARDED_TRUSTED = web.RequestKey("forwarded_trusted", bool)
 #: The request id of the request being handled, for log lines that have no request.
 current_request_id: ContextVar[str] = ContextVar("current_request_id", default="-")
 _REQUEST_ID_HEADER = "X-Request-ID"
@@ -39,23 +32,53 @@ def accepted_request_id(value: str | None) -> str:
     return os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID
 
 
-def begin_request(request: web.Request) -> Token[str]:
-    """Name the request (the client's sane ``X-Request-ID``, or a new id) for its log lines."""
-    request_id = accepted_request_id(request.headers.get(_REQUEST_ID_HEADER))
-    request[REQUEST_ID] = request_id
-    request[_FORWARDED_TRUSTED] = request.app.get(TRUST_FORWARDED, False)
-    return current_request_id.set(request_id)
+class RequestRecord:
+    """What is known of one request while it is handled, for its logs and metrics."""
+
+    __slots__ = (
+        "_context",
+        "method",
+        "raw_target",
+        "request_id",
+        "trust_forwarded",
+        "upstream_status",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        raw_target: str,
+        request_id: str,
+        context: Token[str],
+        trust_forwarded: bool,
+    ) -> None:
+        self.method = method
+        #: As the client sent it: never logged whole (its query may carry a code).
+        self.raw_target = raw_target
+        self.request_id = request_id
+        #: The Zoom user the request acted for, once its session is known.
+        self.user_id = "-"
+        #: The status Zoom's API answered with, for a forwarded request.
+        self.upstream_status: int | None = None
+        #: Whether ``X-Forwarded-For`` names the client (``trust_forwarded_headers``).
+        self.trust_forwarded = trust_forwarded
+        self._context = context
+
+    def end(self) -> None:
+        """No more log lines belong to this request."""
+        current_request_id.reset(self._context)
 
 
-def end_request(token: Token[str]) -> None:
-    current_request_id.reset(token)
+#: The record of the request aiohttp handles (none for one its parser refused).
+RECORD = web.RequestKey("record", RequestRecord)
 
 
 def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
     """Every answer names its request, errors and streams too."""
-    request_id = request.get(REQUEST_ID)
-    if request_id is not None:
-        response.headers[_REQUEST_ID_HEADER] = request_id
+    record = request.get(RECORD)
+    if record is not None:
+        response.headers[_REQUEST_ID_HEADER] = record.request_id
 
 
 class _RequestIdFilter(logging.Filter):
@@ -111,10 +134,6 @@ def redacted_target(raw_target: str) -> str:
     return f"{path}?{'&'.join(keys)}".encode("unicode_escape").decode("ascii")
 
 
-#: Set by ``create_app`` from ``trust_forwarded_headers``.
-TRUST_FORWARDED = web.AppKey("trust_forwarded", bool)
-
-
 class AccessLogger(AbstractAccessLogger):
     """One line per request: method, redacted path, status, duration, user."""
 
@@ -124,20 +143,21 @@ class AccessLogger(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.INFO)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        # Not request.app: a request aiohttp's parser refused reached no app, and asking
-        # for its app raised inside aiohttp's access logging (an ERROR and a traceback).
-        trusted = request.get(_FORWARDED_TRUSTED, False)
+        # A request aiohttp's parser refused has no record (and reached no app).
+        record = request.get(RECORD)
         log_access(
             self.logger,
             method=request.method,
             raw_target=request.raw_path,
             status=response.status,
             seconds=time,
-            user_id=request.get(USER_ID, "-"),
-            request_id=request.get(REQUEST_ID, "-"),
-            upstream_status=request.get(UPSTREAM_STATUS),
+            user_id="-" if record is None else record.user_id,
+            request_id="-" if record is None else record.request_id,
+            upstream_status=None if record is None else record.upstream_status,
             remote=client_address(
-                request.remote, request.headers.get("X-Forwarded-For"), trusted=trusted
+                request.remote,
+                request.headers.get("X-Forwarded-For"),
+                trusted=record is not None and record.trust_forwarded,
             ),
         )
 

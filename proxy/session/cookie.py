@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from aiohttp import web
-from aiohttp_session import AbstractStorage, Session, get_session, new_session
+from aiohttp_session import AbstractStorage, Session, new_session
 from aiohttp_session import SessionData as StoredSession
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.fernet import InvalidToken, MultiFernet
 
 from proxy.session.lru import Lru
 from proxy.session.model import SessionData
@@ -34,25 +34,6 @@ MAX_CHUNKS = 8
 #: Decrypted sessions kept per process, keyed by cookie value, so a busy client pays
 #: for Fernet and JSON once rather than on every request.
 DECRYPTED_CACHE_SIZE = 4096
-
-
-def make_fernet(keys: Iterable[str]) -> MultiFernet:
-    """The cipher for every cookie the proxy sets: the first key encrypts, all decrypt."""
-    return MultiFernet([Fernet(key) for key in keys])
-
-
-def seal(fernet: MultiFernet, data: Mapping[str, Any]) -> bytes:
-    """``data`` as encrypted JSON, the way the proxy stores anything outside the process."""
-    return fernet.encrypt(json.dumps(data, separators=(",", ":")).encode())
-
-
-def unseal(fernet: MultiFernet, value: bytes) -> dict[str, Any] | None:
-    """What :func:`seal` stored, or ``None`` if it cannot be decrypted or is not a mapping."""
-    try:
-        data = json.loads(fernet.decrypt(value))
-    except (InvalidToken, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 class ChunkedCookieStorage(AbstractStorage):
@@ -94,11 +75,7 @@ class ChunkedCookieStorage(AbstractStorage):
     def chunk_name(self, index: int) -> str:
         return self._chunk_names[index]
 
-    def chunks(self, request: web.Request) -> list[tuple[str, str]]:
-        """The session cookies this request carries, in order, as (name, value)."""
-        return self.chunks_in(request.headers.get("Cookie", ""))
-
-    def chunks_in(self, cookie_header: str) -> list[tuple[str, str]]:
+    def chunks(self, cookie_header: str) -> list[tuple[str, str]]:
         """The session cookies in a ``Cookie`` header, in order, as (name, value).
 
         Read straight from the ``Cookie`` header: on the hot path, parsing every other
@@ -123,7 +100,7 @@ class ChunkedCookieStorage(AbstractStorage):
         return self._joined(request.headers.get("Cookie", ""))
 
     def _joined(self, cookie_header: str) -> str | None:
-        value = "".join([chunk for _, chunk in self.chunks_in(cookie_header)])
+        value = "".join([chunk for _, chunk in self.chunks(cookie_header)])
         # Stored without base64 padding, which would make cookie libraries quote it.
         return value + "=" * (-len(value) % 4) if value else None
 
@@ -202,31 +179,61 @@ class ChunkedCookieStorage(AbstractStorage):
             return None
         return self._seal({"created": data.get("created"), "session": dict(contents)})
 
-    def secure_for(self, request: web.Request) -> bool:
-        """``Secure`` per config, and also when a trusted front proxy says it spoke https."""
-        return self.secure_behind(request.headers.get("X-Forwarded-Proto"))
-
-    def secure_behind(self, forwarded_proto: str | None) -> bool:
-        """:meth:`secure_for`, given the request's ``X-Forwarded-Proto``."""
+    def secure(self, forwarded_proto: str | None) -> bool:
+        """``Secure`` per config, and also when a trusted front proxy says it spoke https
+        (given the request's ``X-Forwarded-Proto``)."""
         return bool(self.cookie_params["secure"]) or (
             self._trust_forwarded_proto and (forwarded_proto or "").lower() == "https"
         )
 
     def write_cookies(self, request: web.Request, response: web.StreamResponse, value: str) -> None:
-        """Set ``value`` over as many chunks as it needs and expire the ones it no longer uses."""
-        self._set_cookies(response, value, secure=self.secure_for(request), sent=request.cookies)
+        """:meth:`set_cookie_headers`, onto an aiohttp response."""
+        self._set_cookies(
+            response,
+            value,
+            forwarded_proto=request.headers.get("X-Forwarded-Proto"),
+            cookie_header=request.headers.get("Cookie", ""),
+        )
 
-    def set_cookie_headers(self, value: str, *, secure: bool, cookie_header: str) -> list[str]:
-        """:meth:`write_cookies` as ``Set-Cookie`` values, for an answer aiohttp does not
-        write, given the request's ``Cookie`` header."""
-        sent = {part.partition("=")[0].strip() for part in cookie_header.split(";")}
+    def answer_cookies(
+        self,
+        refreshed: Sequence[str],
+        *,
+        ends_session: bool,
+        cookie_header: str,
+        forwarded_proto: str | None,
+    ) -> Sequence[str]:
+        """The ``Set-Cookie`` values an answer carries: the session's ``refreshed``
+        cookie, or cookies that clear the session when the answer ``ends_session`` (a
+        refused refresh)."""
+        if ends_session:
+            return self.set_cookie_headers(
+                "", forwarded_proto=forwarded_proto, cookie_header=cookie_header
+            )
+        return refreshed
+
+    def set_cookie_headers(
+        self, value: str, *, forwarded_proto: str | None, cookie_header: str
+    ) -> list[str]:
+        """The ``Set-Cookie`` values that set ``value`` over as many chunks as it needs
+        and expire the ones it no longer uses, given the request's ``Cookie`` header."""
+        # aiohttp formats the attributes; this response is never sent.
         response = web.StreamResponse()
-        self._set_cookies(response, value, secure=secure, sent=sent)
+        self._set_cookies(
+            response, value, forwarded_proto=forwarded_proto, cookie_header=cookie_header
+        )
         return [morsel.OutputString() for morsel in response.cookies.values()]
 
     def _set_cookies(
-        self, response: web.StreamResponse, value: str, *, secure: bool, sent: Container[str]
+        self,
+        response: web.StreamResponse,
+        value: str,
+        *,
+        forwarded_proto: str | None,
+        cookie_header: str,
     ) -> None:
+        sent = {part.partition("=")[0].strip() for part in cookie_header.split(";")}
+        secure = self.secure(forwarded_proto)
         chunks = [value[i : i + self._chunk_size] for i in range(0, len(value), self._chunk_size)]
         params = self.cookie_params
         for index, chunk in enumerate(chunks):
@@ -255,14 +262,3 @@ async def start_session(request: web.Request, data: SessionData) -> None:
     """Begin a brand-new session (never reuse one from before sign-in: no fixation)."""
     session = await new_session(request)
     session.update(data.to_json())
-
-
-async def replace_session(request: web.Request, data: SessionData | None) -> Session:
-    """Change this request's session; the caller saves it before preparing a stream."""
-    session = await get_session(request)
-    session.clear()
-    if data is not None:
-        session.update(data.to_json())
-    else:
-        session.invalidate()
-    return session

@@ -1,4 +1,4 @@
-"""``access.*``: which Zoom users may sign in (SPEC section 8)."""
+"""``access.*``: which Zoom users may sign in (README, "Configuration")."""
 
 from __future__ import annotations
 

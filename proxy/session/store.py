@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from aiohttp import web
-from aiohttp_session import SESSION_KEY, get_session, new_session
+from aiohttp_session import get_session, new_session
 from cryptography.fernet import MultiFernet
 
 from proxy.errors import RefreshRejected, SessionStoreUnavailable
@@ -31,15 +31,13 @@ from proxy.redis.lock import RedisLock
 from proxy.session.cookie import (
     DECRYPTED_CACHE_SIZE,
     ChunkedCookieStorage,
-    replace_session,
-    seal,
     start_session,
-    unseal,
 )
 from proxy.session.lru import Lru
 from proxy.session.model import SessionData
 from proxy.tokens.coordination import Outcome, RefreshCall
 from proxy.tokens.model import Tokens
+from proxy.tokens.sealing import seal, unseal
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +56,24 @@ class SignedIn:
 
 
 class SessionStore(Protocol):
-    """How handlers read, begin, update and end sessions."""
+    """How handlers read, begin, update and end sessions. Reading and updating take
+    the request's ``Cookie`` header, so that either transport can call them."""
 
-    async def load(self, request: web.Request) -> SignedIn | None:
-        """This request's session, or ``None`` when signed out."""
+    async def load(self, cookie_header: str) -> SignedIn | None:
+        """The session in a request's ``Cookie`` header, or ``None`` when signed out."""
 
     async def start(self, request: web.Request, data: SessionData) -> None:
         """A brand-new session for a fresh sign-in (never reusing one: no fixation)."""
 
-    async def keep(self, request: web.Request, signed_in: SignedIn, tokens: Tokens) -> bool:
-        """Record refreshed ``tokens``; whether the response must carry a new cookie."""
+    def keep(
+        self,
+        signed_in: SignedIn,
+        tokens: Tokens,
+        *,
+        cookie_header: str,
+        forwarded_proto: str | None,
+    ) -> list[str]:
+        """Record refreshed ``tokens``; the ``Set-Cookie`` values the answer must carry."""
 
     async def end(self, request: web.Request, signed_in: SignedIn | None) -> None:
         """Sign out: the session is gone, and the response clears its cookie."""
@@ -81,16 +87,13 @@ class CookieSessions:
         #: Parsed sessions by cookie value: the same value always holds the same session.
         self._parsed: Lru[str, SignedIn] = Lru(DECRYPTED_CACHE_SIZE)
 
-    async def load(self, request: web.Request) -> SignedIn | None:
-        if SESSION_KEY in request:  # already loaded, perhaps changed, in this request
-            session = await get_session(request)
-            data = None if session.empty else SessionData.from_json(session)
-            return None if data is None else SignedIn(data)
-        return self.read(request.headers.get("Cookie", ""))
+    async def load(self, cookie_header: str) -> SignedIn | None:
+        return self.read(cookie_header)
 
     def read(self, cookie_header: str, *, quiet: bool = False) -> SignedIn | None:
-        """The session in a ``Cookie`` header, without a request: a plain read.
-        ``quiet``: a cookie that fails to decrypt is not logged or counted."""
+        """:meth:`load`, without waiting for anything (the front's lane decides with it
+        whether to take a request). ``quiet``: a cookie that fails to decrypt is not
+        logged or counted."""
         stored = self._storage.stored(cookie_header, quiet=quiet)
         if stored is None:
             return None
@@ -107,9 +110,21 @@ class CookieSessions:
     async def start(self, request: web.Request, data: SessionData) -> None:
         await start_session(request, data)
 
-    async def keep(self, request: web.Request, signed_in: SignedIn, tokens: Tokens) -> bool:
-        await replace_session(request, SessionData(tokens=tokens, user=signed_in.data.user))
-        return True
+    def keep(
+        self,
+        signed_in: SignedIn,
+        tokens: Tokens,
+        *,
+        cookie_header: str,
+        forwarded_proto: str | None,
+    ) -> list[str]:
+        data = SessionData(tokens=tokens, user=signed_in.data.user)
+        value = self._storage.resealed(cookie_header, data.to_json())
+        if value is None:
+            return []
+        return self._storage.set_cookie_headers(
+            value, forwarded_proto=forwarded_proto, cookie_header=cookie_header
+        )
 
     async def end(self, request: web.Request, signed_in: SignedIn | None) -> None:
         (await get_session(request)).invalidate()
@@ -124,9 +139,16 @@ class RedisSessions:
     """
 
     def __init__(
-        self, store: SharedStore, fernet: MultiFernet, *, max_age: int, lock_ttl: float
+        self,
+        store: SharedStore,
+        storage: ChunkedCookieStorage,
+        fernet: MultiFernet,
+        *,
+        max_age: int,
+        lock_ttl: float,
     ) -> None:
         self._store = store
+        self._storage = storage
         self._fernet = fernet
         self._max_age = max_age
         self._lock_ttl = lock_ttl
@@ -155,9 +177,9 @@ class RedisSessions:
         sealed = seal(self._fernet, data.to_json())
         await self._store.set(self._key(session_id), sealed, ttl=self._max_age)
 
-    async def load(self, request: web.Request) -> SignedIn | None:
-        session = await get_session(request)
-        session_id = None if session.empty else session.get(_ID_FIELD)
+    async def load(self, cookie_header: str) -> SignedIn | None:
+        stored = self._storage.stored(cookie_header)
+        session_id = None if stored is None else stored[1].get(_ID_FIELD)
         if not isinstance(session_id, str) or not session_id:
             return None
         data = await self.read(session_id)
@@ -169,8 +191,15 @@ class RedisSessions:
         session = await new_session(request)
         session[_ID_FIELD] = session_id
 
-    async def keep(self, request: web.Request, signed_in: SignedIn, tokens: Tokens) -> bool:
-        return False  # the refresh saved them in Redis; the cookie stays as it is
+    def keep(
+        self,
+        signed_in: SignedIn,
+        tokens: Tokens,
+        *,
+        cookie_header: str,
+        forwarded_proto: str | None,
+    ) -> list[str]:
+        return []  # the refresh saved them in Redis; the cookie stays as it is
 
     async def end(self, request: web.Request, signed_in: SignedIn | None) -> None:
         if signed_in is not None and signed_in.id is not None:

@@ -34,8 +34,8 @@ from proxy.errors import (
 )
 from proxy.redis.client import SharedStore
 from proxy.redis.lock import RedisLock
-from proxy.session.cookie import seal, unseal
 from proxy.tokens.model import Tokens, tokens_from_json, tokens_to_json
+from proxy.tokens.sealing import seal, unseal
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ def _login_cookie_name(request: web.Request) -> str:
 def _set_login_cookie(request: web.Request, response: web.StreamResponse, value: str) -> None:
     """Set (or with an empty ``value``, expire) the login-state cookie."""
     name = _login_cookie_name(request)
-    secure = request.app[STORAGE].secure_for(request)
+    secure = request.app[STORAGE].secure(request.headers.get("X-Forwarded-Proto"))
     if value:
         response.set_cookie(
             name,
@@ -176,7 +176,7 @@ async def logout(request: web.Request) -> web.Response:
     :mod:`proxy.web.errors`); a GET never signs anyone out. The form's POST, like any
     browser's, is redirected to the home page; a script's gets 204."""
     sessions = request.app[SESSIONS]
-    signed_in = await sessions.load(request)
+    signed_in = await sessions.load(request.headers.get("Cookie", ""))
     # Forgotten first: if that fails, nothing has happened and a retry is safe.
     await sessions.end(request, signed_in)
     if signed_in is not None:
@@ -223,7 +223,7 @@ async def cookiejar(request: web.Request) -> web.Response:
     secure = "TRUE" if settings.session.cookie_secure else "FALSE"
     expires = int(time.time()) + settings.session.max_age
     lines = ["# Netscape HTTP Cookie File", "# zoom-proxy session: keep it secret like a password."]
-    for name, value in storage.chunks(request):
+    for name, value in storage.chunks(request.headers.get("Cookie", "")):
         lines.append(f"#HttpOnly_{host}\tFALSE\t/\t{secure}\t{expires}\t{name}\t{value}")
     return web.Response(
         text="\n".join(lines) + "\n",
@@ -236,7 +236,7 @@ async def cookiejar(request: web.Request) -> web.Response:
 
 
 async def _signed_in(request: web.Request) -> SessionData:
-    signed_in = await request.app[SESSIONS].load(request)
+    signed_in = await request.app[SESSIONS].load(request.headers.get("Cookie", ""))
     if signed_in is None:
         raise Unauthenticated()
     return signed_in.data

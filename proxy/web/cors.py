@@ -1,4 +1,5 @@
-"""Cross-origin protection and CORS for ``/api/*`` and ``/auth/*`` (SPEC section 8)."""
+"""Cross-origin protection and CORS for ``/api/*`` and ``/auth/*`` (the README, "Using
+it from a frontend")."""
 
 from __future__ import annotations
 

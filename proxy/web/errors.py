@@ -7,26 +7,29 @@ browser navigation a redirect to sign-in.
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
-from collections.abc import Callable, Sequence
-from http import HTTPStatus
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 from aiohttp import web
-from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.typedefs import Handler, Middleware
 
-from proxy.errors import ProxyError, RefreshRejected, Unauthenticated
-from proxy.forward.headers import SERVER
+from proxy.errors import (
+    WWW_AUTHENTICATE,
+    ProxyError,
+    RefreshRejected,
+    Unauthenticated,
+    error_answer,
+)
 from proxy.observe.logs import redacted_target
 from proxy.web.keys import SETTINGS, STORAGE
 from proxy.web.pages import HOME, message_page, sign_out_page
 
 log = logging.getLogger(__name__)
 
-WWW_AUTHENTICATE = 'Cookie realm="zoom-proxy", login="/auth/login"'
+#: ``Set-Cookie`` values every answer to a request carries, an error's included: a
+#: refreshed session's cookie (Zoom has already spent the old refresh token).
+SET_COOKIES: web.RequestKey[list[str]] = web.RequestKey("set_cookies")
 _AIOHTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
@@ -53,8 +56,8 @@ def render_error(request: web.Request, error: ProxyError) -> web.Response:
     api = request.path.startswith("/api/")
     login = login_url(request.app[SETTINGS].public_url, request.raw_path if api else None)
     if not is_browser_navigation(request):
-        headers, body = json_answer(error, login)
-        response = web.json_response(body, status=error.status, headers=headers)
+        answer = error_answer(error, login)
+        response = web.Response(status=answer.status, headers=answer.headers, body=answer.body)
     elif not isinstance(error, Unauthenticated):
         response = _render(request, error.status, error.code, error.message)
     elif api:  # ``/api/*`` navigations go to sign-in and come back
@@ -68,58 +71,14 @@ def render_error(request: web.Request, error: ProxyError) -> web.Response:
             content_type="text/html",
             headers={"WWW-Authenticate": WWW_AUTHENTICATE, "Cache-Control": "no-store"},
         )
-    if isinstance(error, RefreshRejected):
-        request.app[STORAGE].write_cookies(request, response, "")
+    for value in request.app[STORAGE].answer_cookies(
+        request.get(SET_COOKIES, ()),
+        ends_session=isinstance(error, RefreshRejected),
+        cookie_header=request.headers.get("Cookie", ""),
+        forwarded_proto=request.headers.get("X-Forwarded-Proto"),
+    ):
+        response.headers.add("Set-Cookie", value)
     return response
-
-
-def json_answer(error: ProxyError, login: str) -> tuple[dict[str, str], dict[str, str]]:
-    """What a script gets for ``error``: headers and a JSON body. ``login``: where to sign
-    in again, for an unauthenticated one."""
-    headers = {"Cache-Control": "no-store"}
-    body = {"error": error.code, "message": error.message}
-    if isinstance(error, Unauthenticated):
-        body["login_url"] = login
-        headers["WWW-Authenticate"] = WWW_AUTHENTICATE
-    return headers, body
-
-
-@functools.cache
-def status_line(status: int) -> str:
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:
-        reason = ""
-    return f"HTTP/1.1 {status} {reason}\r\n"
-
-
-def raw_json_answer(
-    error: ProxyError, login: str, extra: Sequence[str] = (), *, close: bool
-) -> bytes:
-    """:func:`json_answer` as the bytes of a whole HTTP/1.1 response, for the answers
-    written without aiohttp's server; ``extra``: more header lines, CRLF-terminated."""
-    headers, body = json_answer(error, login)
-    payload = json.dumps(body).encode()
-    lines = [status_line(error.status)]
-    lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
-    lines += extra
-    lines.append("Content-Type: application/json; charset=utf-8\r\n")
-    lines.append(f"Date: {rfc822_formatted_time()}\r\nServer: {SERVER}\r\n")
-    if close:
-        lines.append("Connection: close\r\n")
-    lines.append(f"Content-Length: {len(payload)}\r\n\r\n")
-    return "".join(lines).encode("utf-8", "surrogateescape") + payload
-
-
-def connection_refusal(error: ProxyError, peer: str | None) -> bytes:
-    """The answer to a request refused before it was read whole, which ends its
-    connection (no request id, no session: nothing of the request is trusted)."""
-    log_connection_refusal(peer, error)
-    return raw_json_answer(error, "", close=True)
-
-
-def log_connection_refusal(peer: str | None, error: ProxyError) -> None:
-    log.warning("refused a request from %s: %d %s", peer, error.status, error.code)
 
 
 def _render(

@@ -13,10 +13,9 @@ from __future__ import annotations
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
-from proxy.forward.headers import SERVER
-from proxy.observe.lifecycle import Lifecycle
-from proxy.observe.logs import add_request_id_header, begin_request, end_request
-from proxy.observe.metrics import Metrics
+from proxy.http.answers import SERVER
+from proxy.observe.logs import RECORD, add_request_id_header
+from proxy.observe.record import Requests
 from proxy.web.cors import add_cors_headers
 
 
@@ -32,11 +31,12 @@ async def prepare(request: web.Request, response: web.StreamResponse) -> None:
     await response.prepare(request)
 
 
-def bracket(metrics: Metrics, lifecycle: Lifecycle) -> Middleware:
+def bracket(requests: Requests) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        token = begin_request(request)
-        lifecycle.enter()
+        record = request[RECORD] = requests.begin(
+            request.method, request.raw_path, request.headers.get(hdrs.X_REQUEST_ID)
+        )
         status = 500
         try:
             response = await handler(request)
@@ -45,8 +45,6 @@ def bracket(metrics: Metrics, lifecycle: Lifecycle) -> Middleware:
                 _finish_headers(request, response)
             return response
         finally:
-            metrics.count_request(request, status)
-            lifecycle.leave()
-            end_request(token)
+            requests.end(record, status)
 
     return middleware
