@@ -40,8 +40,6 @@ from proxy.tokens.refresh import Refresher
 from proxy.web.untrusted import is_safe_api_path
 
 API_PREFIX = "/api/"
-#: What Zoom's API uses. Anything else (TRACE would echo the bearer token back) is 405.
-API_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: Answers up to this size are read whole and written with their head at once.
 SMALL_BODY = 1 << 16
 

@@ -12,7 +12,6 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from proxy.forward.core import (
-    API_METHODS,
     NO_BODY,
     ApiCall,
     Forwarder,
@@ -20,6 +19,7 @@ from proxy.forward.core import (
     read_some,
     stream_body,
 )
+from proxy.http.methods import API_METHODS
 from proxy.observe.logs import RECORD
 from proxy.web.errors import SET_COOKIES
 from proxy.web.keys import SETTINGS

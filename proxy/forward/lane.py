@@ -33,6 +33,7 @@ from proxy.http.answers import SERVER, error_bytes, head_bytes, status_line
 from proxy.http.body import BodyStream, ClientLeft
 from proxy.http.front import Job, Reply
 from proxy.http.heads import Head
+from proxy.http.methods import API_METHODS
 from proxy.http.seams import http_date
 from proxy.observe.logs import RequestRecord
 from proxy.observe.record import REQUESTS, Requests
@@ -43,7 +44,8 @@ from proxy.web.keys import SESSIONS, SETTINGS, STORAGE
 
 log = logging.getLogger(__name__)
 
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
+#: Preflights (OPTIONS) are CORS, which aiohttp's middleware answers.
+METHODS = API_METHODS - {"OPTIONS"}
 _SAME_ORIGIN_FETCH = frozenset({"same-origin", "none"})
 #: What every lane answer carries, as aiohttp's middleware adds it to an answer to a
 #: request with no ``Origin`` (:func:`proxy.web.cors.add_cors_headers`).

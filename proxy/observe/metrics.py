@@ -19,7 +19,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+from proxy.http.methods import API_METHODS
+
 #: By ``status // 100``: aiohttp allows any status from 100 to 999.
 _STATUS_CLASSES = tuple(f"{digit}xx" for digit in range(10))
 _ROUTE_CLASSES = (("/api/", "api"), ("/auth/", "auth"), ("/healthz", "probe"), ("/readyz", "probe"))
@@ -110,7 +111,7 @@ class Metrics:
         self.count_answer(request.method, request.path, status)
 
     def count_answer(self, method: str, path: str, status: int) -> None:
-        method = method if method in _METHODS else "other"
+        method = method if method in API_METHODS else "other"
         self._count_request(route_class(path), method, _STATUS_CLASSES[status // 100])
 
     async def handle(self, request: web.Request) -> web.Response:

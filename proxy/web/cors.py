@@ -6,10 +6,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.errors import CrossOriginRefused
+from proxy.http.methods import UNSAFE_METHODS
 from proxy.web.keys import SETTINGS
 from proxy.web.untrusted import cors_origin, is_cross_origin_request, normalize_origin
 
-UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _CORS_PREFIXES = ("/api/", "/auth/")
 _PREFLIGHT_MAX_AGE = "600"
 
