@@ -11,8 +11,8 @@ from aiohttp_session import session_middleware
 
 from proxy.config import Settings
 from proxy.errors import SessionStoreUnavailable
-from proxy.forward.core import Forwarder
-from proxy.forward.handler import FORWARDER, forward
+from proxy.forward.core import FORWARDER, Forwarder
+from proxy.forward.handler import forward
 from proxy.http.client import Pool
 from proxy.observe.lifecycle import LIFECYCLE, Lifecycle
 from proxy.observe.metrics import METRICS, Metrics

@@ -66,5 +66,6 @@ def test_the_front_knows_nothing_of_the_forwarding_core() -> None:
     assert not {name for name in front if name.startswith(("proxy.forward", "proxy.web"))}
 
 
-def test_aiohttps_handler_does_not_import_the_lane() -> None:
+def test_the_two_transports_do_not_import_each_other() -> None:
     assert "proxy.forward.lane" not in _imports(PACKAGE / "forward" / "handler.py")
+    assert "proxy.forward.handler" not in _imports(PACKAGE / "forward" / "lane.py")

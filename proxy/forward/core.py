@@ -28,6 +28,8 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from aiohttp import web
+
 from proxy.config import Settings
 from proxy.errors import ClientTooSlow, Unauthenticated, UnsafePath, UpstreamUnreachable
 from proxy.forward.headers import headers_for_client, headers_for_zoom
@@ -250,6 +252,9 @@ class Forwarder:
             self._metrics.observe_upstream_latency(started)
         call.record.upstream_status = upstream.status
         return upstream
+
+
+FORWARDER = web.AppKey("forwarder", Forwarder)
 
 
 async def _relay(call: ApiCall, upstream: Response, answer: Answer) -> None:

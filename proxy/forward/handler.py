@@ -12,9 +12,9 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from proxy.forward.core import (
+    FORWARDER,
     NO_BODY,
     ApiCall,
-    Forwarder,
     RequestBody,
     read_some,
     stream_body,
@@ -24,8 +24,6 @@ from proxy.observe.logs import RECORD
 from proxy.web.errors import SET_COOKIES
 from proxy.web.keys import SETTINGS
 from proxy.web.middleware import prepare
-
-FORWARDER = web.AppKey("forwarder", Forwarder)
 
 
 async def forward(request: web.Request) -> web.StreamResponse:

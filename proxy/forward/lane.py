@@ -27,8 +27,7 @@ import logging
 from aiohttp import web
 
 from proxy.errors import ClientTooSlow, ProxyError, RefreshRejected, UnsafePath, error_answer
-from proxy.forward.core import ApiCall, Forwarder, RequestBody
-from proxy.forward.handler import FORWARDER
+from proxy.forward.core import FORWARDER, ApiCall, Forwarder, RequestBody
 from proxy.http.answers import SERVER, error_bytes, head_bytes, status_line
 from proxy.http.body import BodyStream, ClientLeft
 from proxy.http.front import Job, Reply
@@ -85,7 +84,7 @@ class ApiLane:
         signed_in = self.sessions.read(first.get("cookie", ""), quiet=True)
         if signed_in is None:
             return None
-        return _Exchange(self, head, signed_in).run
+        return _Exchange(self, head, signed_in)
 
     def error_bytes(self, call: ApiCall, head: Head, error: ProxyError) -> bytes:
         """The answer for ``error``, as :func:`proxy.web.errors.render_error` gives it
@@ -120,7 +119,18 @@ class _Exchange:
         #: Whether the body is framed in chunks (Zoom gave no length).
         self.chunked = False
 
-    async def run(self, body: bytes | BodyStream | None, reply: Reply) -> None:
+    async def answer(self, body: bytes | BodyStream, reply: Reply) -> None:
+        if isinstance(body, bytes):
+            payload = RequestBody(replay=body)
+        else:
+            payload = RequestBody(None, body, self.head.content_length)
+        await self._run(reply, payload, None)
+
+    async def refuse(self, error: ProxyError, reply: Reply) -> None:
+        await self._run(reply, None, error)
+
+    async def _run(self, reply: Reply, body: RequestBody | None, error: ProxyError | None) -> None:
+        """Answer: ``body`` forwarded, or ``error``; recorded, counted and logged."""
         lane, head = self.lane, self.head
         self.reply = reply
         loop = asyncio.get_running_loop()
@@ -143,7 +153,16 @@ class _Exchange:
         counted: int | None = 500
         logged = False
         try:
-            await self._forward(call, body)
+            try:
+                if body is None:
+                    raise error or ClientTooSlow()
+                await lane.core.forward(call, body, self)
+            except ProxyError as refused:
+                if self.status is None:
+                    self.status = refused.status
+                    self._write(lane.error_bytes(call, head, refused))
+                else:  # the answer has started: it cannot change now
+                    self.cut_off()
             counted = self.status
             logged = self.status is not None
         except ClientLeft:  # mid-body: there is nobody to answer
@@ -162,23 +181,6 @@ class _Exchange:
                     peer=reply.peer,
                     forwarded_for=first.get("x-forwarded-for"),
                 )
-
-    async def _forward(self, call: ApiCall, body: bytes | BodyStream | None) -> None:
-        head = self.head
-        try:
-            if body is None:
-                raise ClientTooSlow()
-            if isinstance(body, bytes):
-                payload = RequestBody(replay=body)
-            else:
-                payload = RequestBody(None, body, head.content_length)
-            await self.lane.core.forward(call, payload, self)
-        except ProxyError as error:
-            if self.status is not None:  # the answer has started: it cannot change now
-                self.cut_off()
-                return
-            self.status = error.status
-            self._write(self.lane.error_bytes(call, head, error))
 
     # Answer
 

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Protocol, cast
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, cast
 
 import httptools
 
@@ -58,9 +58,48 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _REQUEST_LINE_EXTRA = len("OPTIONS  HTTP/1.1")
 
 
-#: A request a lane took: given its body, it answers. A body of ``None`` never came
-#: whole: the client went silent (the job answers :class:`ClientTooSlow`).
-Job = Callable[["bytes | BodyStream | None", "Reply"], Awaitable[None]]
+class Job(Protocol):
+    """A request a lane took, answered once its body is here."""
+
+    async def answer(self, body: bytes | BodyStream, reply: Reply) -> None:
+        """Answer, given the body: whole (up to ``max_whole_body``), or as it arrives."""
+
+    async def refuse(self, error: ProxyError, reply: Reply) -> None:
+        """Answer ``error`` instead: the body never came whole (:class:`ClientTooSlow`)."""
+
+
+class _Request:
+    """The request a connection is reading the body of, or answering: from its whole
+    head to its whole answer."""
+
+    __slots__ = ("body_moved", "body_whole", "head", "job", "size", "stream", "task")
+
+    def __init__(self, job: Job, head: Head, head_size: int, now: float) -> None:
+        self.job = job
+        self.head = head
+        #: Its bytes in the buffer: the head, and a body read whole.
+        self.size = head_size
+        #: A body too large to read whole, as it arrives.
+        self.stream: BodyStream | None = None
+        #: Answering it, once its body is here (or streaming).
+        self.task: asyncio.Task[None] | None = None
+        #: When its body last moved.
+        self.body_moved = now
+        #: Whether its body was read whole (the next request starts after it).
+        self.body_whole = False
+
+    @property
+    def body_unread(self) -> bool:
+        """Whether part of its body has still to arrive (or never will)."""
+        if self.stream is not None:
+            return self.stream.unread > 0
+        return not self.body_whole
+
+    @property
+    def reading(self) -> bool:
+        """Whether the connection is waiting for its body to arrive."""
+        stream = self.stream
+        return self.task is None or (stream is not None and stream.unread > 0)
 
 
 #: Bytes of partial request heads held over all of a front's connections (each holds at
@@ -236,10 +275,8 @@ class FrontProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._reply: Reply | None = None
         self._buffer = bytearray()
-        self._task: asyncio.Task[None] | None = None
-        self._stream: BodyStream | None = None
-        #: A taken request waiting for the rest of its body: (job, head size, head).
-        self._waiting: tuple[Job, int, Head] | None = None
+        #: The request taken, from its whole head until it is answered.
+        self._request: _Request | None = None
         self._paused = False
         self._closing = False
         #: The client has sent all it will (it shut its side down).
@@ -248,8 +285,7 @@ class FrontProtocol(asyncio.Protocol):
         self._handed_over = False
         self._idle_since = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
-        #: When the streamed body last moved, and the timer that watches it.
-        self._body_moved = 0.0
+        #: The timer that watches a request's body arrive.
         self._stall_timer: asyncio.TimerHandle | None = None
         #: The head still arriving: llhttp's verdict so far, and its time and bytes.
         self._partial: _PartialHead | None = None
@@ -266,18 +302,19 @@ class FrontProtocol(asyncio.Protocol):
         self._went_idle()
 
     def data_received(self, data: bytes) -> None:
-        stream = self._stream
+        request = self._request
+        stream = None if request is None else request.stream
         if stream is not None and stream.unread:
-            self._body_moved = self._loop_time()
+            request.body_moved = self._loop_time()  # type: ignore[union-attr]
             data = stream.feed(data)
             if stream.queued > _BODY_AHEAD:
                 self._pause_reading()
             if not data:
                 return
         self._buffer += data
-        if self._task is None:
-            if self._waiting is not None:
-                self._body_moved = self._loop_time()
+        if request is None or request.task is None:
+            if request is not None:
+                request.body_moved = self._loop_time()
             self._next()
         elif len(self._buffer) > _READ_AHEAD:
             self._pause_reading()
@@ -288,21 +325,22 @@ class FrontProtocol(asyncio.Protocol):
         connection closes. Anything else ends now: the transport closes, and
         ``connection_lost`` cancels a request whose body will never come whole."""
         self._client_done = True
-        stream = self._stream
-        return self._task is not None and (stream is None or not stream.unread)
+        request = self._request
+        return request is not None and not request.reading
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
         self._stop_idle_timer()
         self._stop_stall_timer()
         self._head_arrived()
-        if self._stream is not None:
-            self._stream.fail(ClientLeft("the client has gone"))
+        request = self._request
+        if request is not None and request.stream is not None:
+            request.stream.fail(ClientLeft("the client has gone"))
         if self._reply is not None:
             self._reply._lost = True
             self._reply._resume(ConnectionResetError("the client has gone"))
-        if self._task is not None:
-            self._task.cancel()
+        if request is not None and request.task is not None:
+            request.task.cancel()
 
     def pause_writing(self) -> None:
         if self._reply is not None:
@@ -318,16 +356,18 @@ class FrontProtocol(asyncio.Protocol):
         """Close now if between requests, else once the current answer is sent (the
         task sending it is returned)."""
         self._closing = True
-        if self._task is None:
+        task = None if self._request is None else self._request.task
+        if task is None:
             self._close()
-        return self._task
+        return task
 
     # requests
 
     def _next(self) -> None:
         """Answer the request at the front of the buffer, if it has arrived."""
         buffer = self._buffer
-        if self._waiting is None:
+        request = self._request
+        if request is None:
             partial = self._partial
             end = buffer.find(b"\r\n\r\n", 0 if partial is None else max(partial.fed - 3, 0))
             if end < 0:
@@ -347,40 +387,40 @@ class FrontProtocol(asyncio.Protocol):
                 return
             if head.expects_continue:
                 self._transport.write(_CONTINUE)  # type: ignore[union-attr]
-            self._waiting = (job, end + 4, head)
-        job, head_size, head = self._waiting
-        if self._client_done and len(buffer) < head_size + head.content_length:
+            request = self._request = _Request(job, head, end + 4, self._loop_time())
+        head = request.head
+        if self._client_done and len(buffer) < request.size + head.content_length:
             self._close()  # its body will never come whole
             return
         if head.content_length > self._limits.max_whole_body:
-            self._waiting = None
-            stream = self._stream = BodyStream(head.content_length, self._body_taken)
-            rest = stream.feed(bytes(buffer[head_size:]))
+            stream = request.stream = BodyStream(head.content_length, self._body_taken)
+            rest = stream.feed(bytes(buffer[request.size :]))
             buffer[:] = rest
-            self._body_moved = self._loop_time()
+            request.size = 0
+            request.body_moved = self._loop_time()
             self._stall_check()
-            self._start(job, head, stream, 0)
+            self._start(request, request.job.answer(stream, self._reply))  # type: ignore[arg-type]
             return
-        size = head_size + head.content_length
+        size = request.size + head.content_length
         if len(buffer) >= size:
-            self._waiting = None
             self._stop_stall_timer()
-            self._start(job, head, bytes(buffer[head_size:size]), size)
+            body = bytes(buffer[request.size : size])
+            request.size = size
+            request.body_whole = True
+            self._start(request, request.job.answer(body, self._reply))  # type: ignore[arg-type]
         elif self._stall_timer is None:
-            self._body_moved = self._loop_time()
+            request.body_moved = self._loop_time()
             self._stall_check()
 
-    def _start(self, job: Job, head: Head, body: bytes | BodyStream | None, size: int) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._answer(job, head, body, size))
+    def _start(self, request: _Request, answering: Coroutine[Any, Any, None]) -> None:
+        request.task = asyncio.get_running_loop().create_task(self._answer(request, answering))
 
-    async def _answer(
-        self, job: Job, head: Head, body: bytes | BodyStream | None, size: int
-    ) -> None:
-        """Run ``job``; then go on with the next request, or hand over, or close."""
+    async def _answer(self, request: _Request, answering: Coroutine[Any, Any, None]) -> None:
+        """Answer ``request``; then go on with the next one, or close."""
         reply = self._reply
         assert reply is not None
         try:
-            await job(body, reply)
+            await answering
             if reply.paused:
                 # A client that reads nothing is sent nothing more: pipelined requests
                 # would otherwise pile answers up in the transport's buffer.
@@ -388,23 +428,21 @@ class FrontProtocol(asyncio.Protocol):
         except ConnectionError:  # the client has gone (connection_lost cleans up)
             return
         except Exception:
-            log.exception("unexpected error answering %s", head.method)
+            log.exception("unexpected error answering %s", request.head.method)
             self._close()
             return
         finally:
-            self._task = None
-        stream, self._stream = self._stream, None
+            self._request = None
         self._stop_stall_timer()
-        del self._buffer[:size]
+        del self._buffer[: request.size]
         transport = self._transport
         assert transport is not None
         if (
-            not head.keep_alive
+            not request.head.keep_alive
             or self._closing
             or transport.is_closing()
             # Where the next request starts is unknown:
-            or body is None
-            or (stream is not None and stream.unread)
+            or request.body_unread
         ):
             self._close()
             return
@@ -412,7 +450,7 @@ class FrontProtocol(asyncio.Protocol):
         self._went_idle()
         if self._buffer:
             self._next()
-        if self._client_done and self._task is None and not self._handed_over:
+        if self._client_done and self._request is None and not self._handed_over:
             self._close()  # everything the client sent whole is answered
 
     def _head_arriving(self) -> None:
@@ -468,21 +506,20 @@ class FrontProtocol(asyncio.Protocol):
         """Give up on a client silent mid-body for ``body_stall`` seconds, as the aiohttp
         path does. Time with reading paused (the proxy waiting on Zoom) does not count."""
         self._stall_timer = None
-        stream = self._stream
-        if (stream is None or not stream.unread) and self._waiting is None:
+        request = self._request
+        if request is None or not request.reading:
             return
         now = self._loop_time()
         if self._paused:
-            self._body_moved = now
-        due = self._body_moved + self._limits.body_stall
+            request.body_moved = now
+        due = request.body_moved + self._limits.body_stall
         if now < due:
             self._stall_timer = asyncio.get_running_loop().call_at(due, self._stall_check)
-        elif stream is not None:
-            stream.fail(ClientTooSlow())
-        elif self._waiting is not None:  # a body to be read whole
-            job, _, head = self._waiting
-            self._waiting = None
-            self._start(job, head, None, len(self._buffer))
+        elif request.stream is not None:
+            request.stream.fail(ClientTooSlow())
+        else:  # a body to be read whole
+            request.size = len(self._buffer)
+            self._start(request, request.job.refuse(ClientTooSlow(), self._reply))  # type: ignore[arg-type]
 
     def _stop_stall_timer(self) -> None:
         if self._stall_timer is not None:
@@ -548,7 +585,7 @@ class FrontProtocol(asyncio.Protocol):
         self._idle_timer = None
         loop = asyncio.get_running_loop()
         due = self._idle_since + KEEPALIVE_TIMEOUT
-        if self._task is not None or self._waiting is not None:
+        if self._request is not None:
             # Answering, or reading a body (which the stall timer watches): idle at the
             # earliest once that is done.
             due = loop.time() + KEEPALIVE_TIMEOUT
