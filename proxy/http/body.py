@@ -6,6 +6,8 @@ import asyncio
 import collections
 from collections.abc import Callable
 
+from proxy.http.flow import keeps_up
+
 
 class ClientLeft(ConnectionResetError):
     """The client closed its connection before the whole request body arrived."""
@@ -46,14 +48,12 @@ class BodyStream:
         if data:
             self.unread -= len(data)
             sink = self._sink
-            if sink is not None and sink.is_closing():
-                pass  # Zoom has answered (or gone): the rest is read and dropped
-            elif (
-                sink is not None and not self._pieces and sink.get_write_buffer_size() < self._limit
-            ):
+            if sink is not None and not self._pieces and keeps_up(sink, self._limit):
                 sink.write(data)
                 if self.unread:
                     return rest  # the reader has nothing to do yet
+            elif sink is not None and sink.is_closing():
+                pass  # Zoom has answered (or gone): the rest is read and dropped
             else:
                 self.queued += len(data)
                 self._pieces.append(data)

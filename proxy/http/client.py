@@ -15,7 +15,7 @@ Forwarding needs none of that, so this client does only what it needs, on
   sweep, so up to ``min(1 s, read_timeout / 8)`` late);
 * response bodies buffered up to ``buffer_limit`` bytes, then reading pauses; or,
   after :meth:`Response.stream_to`, written straight to the client's transport while
-  the client keeps up;
+  the client keeps up (:mod:`proxy.http.flow` decides, and paces streamed requests);
 * a request that finds a pooled connection already closed by Zoom is sent once more
   on a new one, if it is idempotent and its body is kept whole (RFC 9110, 9.2.2);
 * a connection goes back to the pool only when its answer ended exactly where its
@@ -39,6 +39,8 @@ import httptools
 from yarl import URL
 
 from proxy.errors import UpstreamTimeout, UpstreamUnreachable
+from proxy.http.flow import WriteFlow, keeps_up
+from proxy.http.methods import BODY_METHODS, IDEMPOTENT_METHODS
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -58,10 +60,6 @@ class DirectBody(Protocol):
 
 Body = bytes | AsyncIterator[bytes] | DirectBody | None
 
-#: Methods that may be sent again after a pooled connection turned out to be closed.
-IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-#: Methods whose request always has a body, so an empty one is ``Content-Length: 0``.
-_BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 #: How often, at most, the pool looks for waits past their deadline.
 _SWEEP_INTERVAL = 1.0
 #: Bodies up to this size go out in the same write as the headers.
@@ -161,44 +159,78 @@ class Response:
             self._connection.release()
 
 
+class _Exchange:
+    """One request and its answer on a connection: made when the request is sent,
+    dropped when its response is released (or with the connection, closed on a failure).
+    The connection keeps only what outlives an exchange."""
+
+    __slots__ = (
+        "answer",
+        "answered",
+        "body_done",
+        "body_error",
+        "body_waiter",
+        "handed_out",
+        "head_request",
+        "headers",
+        "informational",
+        "keep_alive",
+        "response",
+        "sender",
+        "sent",
+        "sink",
+    )
+
+    def __init__(self, answer: asyncio.Future[Response], head_request: bool) -> None:
+        #: Resolved with the response once its headers arrive; ``None`` once they did
+        #: (or the wait for them failed).
+        self.answer: asyncio.Future[Response] | None = answer
+        self.head_request = head_request
+        #: The answer's headers so far.
+        self.headers: RawHeaders = []
+        #: A 1xx answer is being read: the real one follows.
+        self.informational = False
+        #: Whether any byte of the answer has arrived.
+        self.answered = False
+        #: Whether the whole request went out: a connection whose request body was cut
+        #: short must never carry another request (Zoom would read it as that body).
+        self.sent = False
+        #: Sends a streamed request body, until it has.
+        self.sender: asyncio.Task[None] | None = None
+        self.response: Response | None = None
+        self.keep_alive = False
+        self.body_done = False
+        self.body_error: BaseException | None = None
+        #: What a reader waiting for the body awaits.
+        self.body_waiter: asyncio.Future[None] | None = None
+        #: Where body pieces go directly while it keeps up (see Response.stream_to).
+        self.sink: asyncio.Transport | None = None
+        #: A piece handed to the caller may not be written yet: until the caller asks
+        #: for the next one, later pieces must queue behind it, not overtake it.
+        self.handed_out = False
+
+
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection to the origin, and the exchange in progress on it."""
+    """One keep-alive connection to the origin; the exchange in progress on it, if any,
+    is an :class:`_Exchange`."""
 
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
-        self._head_request = False
-        self._headers: RawHeaders = []
-        self._response: asyncio.Future[Response] | None = None
+        #: From sending a request to releasing its response.
+        self._exchange: _Exchange | None = None
+        #: Whether Zoom takes the request body as fast as it is written.
+        self._flow = WriteFlow()
+        #: Body pieces read and not yet taken, and their size: reading pauses past
+        #: ``buffer_limit``. Empty whenever a connection goes back to the pool.
+        self._body: list[bytes] = []
+        self._buffered = 0
+        self._reading_paused = False
         #: When the wait in progress (answer, body, or Zoom taking the body) times out,
         #: in loop time; 0 when nothing is awaited. The pool's sweep enforces it.
         self.deadline = 0.0
-        self._current: Response | None = None
-        self._body: collections.deque[bytes] = collections.deque()
-        self._buffered = 0
-        self._body_done = False
-        self._body_error: BaseException | None = None
-        self._body_waiter: asyncio.Future[None] | None = None
-        self._reading_paused = False
-        self._write_waiter: asyncio.Future[None] | None = None
-        self._writing_paused = False
-        self._sender: asyncio.Task[None] | None = None
-        #: Where body pieces go directly while it keeps up (see Response.stream_to).
-        self._sink: asyncio.Transport | None = None
-        #: A piece handed to the caller may not be written yet: until the caller asks
-        #: for the next one, later pieces must queue behind it, not overtake it.
-        self._handed_out = False
-        self._keep_alive = False
-        self._informational = False
-        #: Between sending a request and releasing its response.
-        self._active = False
-        #: Whether any byte of the current exchange's response has arrived.
-        self.answered = False
-        #: Whether the whole request went out: a connection whose request body was cut
-        #: short must never carry another request (Zoom would read it as that body).
-        self._request_sent = False
         self.used = False
         self.idle_since = 0.0
 
@@ -209,10 +241,11 @@ class _Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        if not self._active:
+        exchange = self._exchange
+        if exchange is None:
             self.close()  # nothing was asked: whatever this is, the connection is unusable
             return
-        self.answered = True
+        exchange.answered = True
         if self.deadline:
             self.deadline = self._loop.time() + self._pool.read_timeout
         try:
@@ -226,80 +259,99 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
-        current = self._current
-        if self._response is not None and not self._response.done():
-            self._response.set_exception(UpstreamUnreachable("Zoom closed the connection."))
-        elif current is not None and not self._body_done:
-            if exc is None and not current._upstream_framed:
-                self._end_body()  # a body delimited by the end of the connection
-            else:
-                self._break_body(BodyBrokeOff("Zoom's answer broke off."))
-        self._wake_writer(exc)
+        exchange = self._exchange
+        if exchange is not None:
+            answer, response = exchange.answer, exchange.response
+            if answer is not None and not answer.done():
+                answer.set_exception(UpstreamUnreachable("Zoom closed the connection."))
+            elif response is not None and not exchange.body_done:
+                if exc is None and not response._upstream_framed:
+                    _end_body(exchange)  # a body delimited by the end of the connection
+                else:
+                    _break_body(exchange, BodyBrokeOff("Zoom's answer broke off."))
+        self._flow.lose()
         self._pool.forget(self)
 
     def pause_writing(self) -> None:
-        self._writing_paused = True
+        self._flow.pause()
 
     def resume_writing(self) -> None:
-        self._writing_paused = False
-        self._wake_writer(None)
+        self._flow.resume()
 
-    # -- httptools callbacks ------------------------------------------------------------
+    # -- httptools callbacks: only while feeding data_received, so with an exchange ----
 
     def on_message_begin(self) -> None:
-        if self._current is not None:
+        exchange = self._exchange
+        assert exchange is not None
+        if exchange.response is not None:
             raise _BeyondTheAnswer()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        exchange = self._exchange
+        assert exchange is not None
+        exchange.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        exchange = self._exchange
+        assert exchange is not None
         status = self._parser.get_status_code()
         if status < 200:
             # 1xx (103 Early Hints, say): the real answer follows on the same connection.
-            self._headers, self._informational = [], True
+            exchange.headers, exchange.informational = [], True
             return
-        response = Response(self, status, self._headers, head_request=self._head_request)
-        self._current = response
-        self._keep_alive = self._parser.should_keep_alive()
-        if self._head_request:
+        response = Response(self, status, exchange.headers, head_request=exchange.head_request)
+        exchange.response = response
+        exchange.keep_alive = self._parser.should_keep_alive()
+        if exchange.head_request:
             # llhttp cannot be told that a HEAD answer has no body: it would read the
             # body its headers announce. Any such byte is refused (on_body).
-            self._end_body()
-        if self._response is not None and not self._response.done():
-            self._response.set_result(response)
+            _end_body(exchange)
+        answer = exchange.answer
+        if answer is not None and not answer.done():
+            answer.set_result(response)
 
     def on_body(self, body: bytes) -> None:
-        if self._body_done:  # a body after a HEAD answer
+        exchange = self._exchange
+        assert exchange is not None
+        if exchange.body_done:  # a body after a HEAD answer
             raise _BeyondTheAnswer()
-        sink = self._sink
+        sink = exchange.sink
+        limit = self._pool.buffer_limit
         if (
             sink is not None
             and not self._body
-            and not self._handed_out
-            and not sink.is_closing()
-            and sink.get_write_buffer_size() <= self._pool.buffer_limit
+            and not exchange.handed_out
+            and keeps_up(sink, limit)
         ):
             sink.write(body)  # straight through: no coroutine wakes up for this piece
             return
         self._body.append(body)
         self._buffered += len(body)
-        if self._buffered > self._pool.buffer_limit and self._transport is not None:
+        if self._buffered > limit and self._transport is not None:
             self._transport.pause_reading()
             self._reading_paused = True
-        self._wake_body()
+        waiter = exchange.body_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def on_message_complete(self) -> None:
-        if self._informational:
-            self._informational = False
+        exchange = self._exchange
+        assert exchange is not None
+        if exchange.informational:
+            exchange.informational = False
             return
-        self._end_body()
+        _end_body(exchange)
 
     # -- one exchange -------------------------------------------------------------------
 
     @property
     def alive(self) -> bool:
         return self._transport is not None and not self._transport.is_closing()
+
+    @property
+    def answered(self) -> bool:
+        """Whether any byte of the answer to the last request has arrived."""
+        return self._exchange is not None and self._exchange.answered
 
     async def exchange(
         self, head: bytes, body: Body, *, head_request: bool, length: int | None
@@ -309,39 +361,40 @@ class _Connection(asyncio.Protocol):
         Zoom gets ``read_timeout`` to answer from the moment the whole request is sent.
         A streamed body is sent with ``length`` as declared, chunked when it is ``None``.
         """
-        if self._transport is None:
+        transport = self._transport
+        if transport is None:
             raise UpstreamUnreachable("Zoom closed the connection.")
-        self._head_request = head_request
-        self._active, self.answered, self.used = True, False, True
-        self._request_sent, self._handed_out = False, False
-        self._headers, self._current, self._informational = [], None, False
-        self._body.clear()
-        self._buffered, self._body_done, self._body_error = 0, False, None
-        self._keep_alive = False
-        response: asyncio.Future[Response] = self._loop.create_future()
-        self._response = response
+        self.used = True
+        answer: asyncio.Future[Response] = self._loop.create_future()
+        exchange = self._exchange = _Exchange(answer, head_request)
         if body is None or isinstance(body, bytes):
             if body and len(body) > _ONE_WRITE:
-                self._transport.write(head)
-                self._transport.write(body)
+                transport.write(head)
+                transport.write(body)
             else:
-                self._transport.write(head + body if body else head)
-            self._request_sent = True
+                transport.write(head + body if body else head)
+            exchange.sent = True
             self._expect()
         else:
-            self._sender = self._loop.create_task(self._send_stream(head, body, length))
-            self._sender.add_done_callback(self._sent)
+            sender = self._loop.create_task(self._send_stream(exchange, head, body, length))
+            exchange.sender = sender
+            sender.add_done_callback(self._sent)
         try:
-            return await response
+            return await answer
         finally:
             self.deadline = 0.0
-            self._response = None
+            exchange.answer = None
 
     async def _send_stream(
-        self, head: bytes, body: AsyncIterator[bytes] | DirectBody, length: int | None
+        self,
+        exchange: _Exchange,
+        head: bytes,
+        body: AsyncIterator[bytes] | DirectBody,
+        length: int | None,
     ) -> None:
         transport = self._transport
         assert transport is not None
+        flow = self._flow
         transport.write(head)
         # A direct body writes part of itself, and guarantees its declared length.
         direct = isinstance(body, DirectBody)
@@ -349,7 +402,7 @@ class _Connection(asyncio.Protocol):
             cast(DirectBody, body).stream_to(transport, self._pool.buffer_limit)
         sent = 0
         async for chunk in body:
-            if not self.alive or self._body_done:
+            if not self.alive or exchange.body_done:
                 return  # Zoom has answered (or left) without waiting for the rest
             if not chunk:
                 continue  # an empty chunk would be the chunked body's terminator
@@ -361,23 +414,27 @@ class _Connection(asyncio.Protocol):
                     # The excess would reach Zoom as the start of another request.
                     raise UpstreamUnreachable("The request body is longer than declared.")
                 transport.write(chunk)
-            if self._writing_paused:
+            if flow.paused:
                 await self._drained()
         if length is None and self.alive:
             transport.write(b"0\r\n\r\n")
         elif length is not None and sent < length and not direct:
             raise UpstreamUnreachable("The request body is shorter than declared.")
-        self._request_sent = True
+        exchange.sent = True
 
     def _sent(self, sender: asyncio.Task[None]) -> None:
-        self._sender = None
-        if sender.cancelled():
+        cancelled = sender.cancelled()
+        error = None if cancelled else sender.exception()  # retrieved in any case
+        exchange = self._exchange
+        if exchange is None or exchange.sender is not sender:
+            return  # released meanwhile (which cancelled it, and closed the connection)
+        exchange.sender = None
+        if cancelled:
             return
-        error = sender.exception()
         if error is not None:
             # The client's body failed (too slow, or gone): Zoom can never get the rest.
             self._fail(error, None)
-        elif self._response is not None and not self._response.done():
+        elif exchange.answer is not None and not exchange.answer.done():
             self._expect()
 
     def _expect(self) -> None:
@@ -388,116 +445,122 @@ class _Connection(asyncio.Protocol):
     def expire(self) -> None:
         """The pool's sweep found the deadline passed: every pending wait times out."""
         self.deadline = 0.0
-        for waiter in (self._response, self._body_waiter, self._write_waiter):
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(UpstreamTimeout())
+        exchange = self._exchange
+        if exchange is not None:
+            for waiter in (exchange.answer, exchange.body_waiter):
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(UpstreamTimeout())
+        if self._flow.paused:
+            self._flow.fail(UpstreamTimeout())
 
     async def _drained(self) -> None:
         """Until Zoom takes more of the body."""
-        self._write_waiter = self._loop.create_future()
         self._expect()
         try:
-            await self._write_waiter
+            await self._flow.drain()
         finally:
             self.deadline = 0.0
-            self._write_waiter = None
-
-    def _wake_writer(self, exc: Exception | None) -> None:
-        waiter = self._write_waiter
-        if waiter is not None and not waiter.done():
-            if exc is None and self._transport is not None:
-                waiter.set_result(None)
-            else:
-                waiter.set_exception(UpstreamUnreachable("Zoom closed the connection."))
 
     def _fail(self, error: BaseException, cause: BaseException | None) -> None:
-        if self._response is not None and not self._response.done():
-            error.__cause__ = cause
-            self._response.set_exception(error)
-        elif not self._body_done:
-            self._break_body(BodyBrokeOff("Zoom's answer broke off."))
+        exchange = self._exchange
+        if exchange is not None:
+            answer = exchange.answer
+            if answer is not None and not answer.done():
+                error.__cause__ = cause
+                answer.set_exception(error)
+            elif not exchange.body_done:
+                _break_body(exchange, BodyBrokeOff("Zoom's answer broke off."))
         self.close()
 
     def complete_body(self) -> bytes | None:
-        if not self._body_done or self._body_error is not None:
+        exchange = self._exchange
+        assert exchange is not None
+        if not exchange.body_done or exchange.body_error is not None:
             return None
-        body = self._body.popleft() if len(self._body) == 1 else b"".join(self._body)
-        self._body.clear()
+        body = self._body
+        whole = body[0] if len(body) == 1 else b"".join(body)
+        body.clear()
         self._buffered = 0
         if self._reading_paused and self._transport is not None:
             self._reading_paused = False
             self._transport.resume_reading()
-        return body
+        return whole
 
     async def next_body_chunk(self) -> bytes:
         """The buffered body joined into one piece; ``b""`` at its end."""
-        self._handed_out = False
-        while not self._body:
-            if self._body_error is not None:
-                raise self._body_error
-            if self._body_done:
+        exchange = self._exchange
+        assert exchange is not None
+        exchange.handed_out = False
+        body = self._body
+        while not body:
+            if exchange.body_error is not None:
+                raise exchange.body_error
+            if exchange.body_done:
                 return b""
-            self._body_waiter = self._loop.create_future()
+            exchange.body_waiter = self._loop.create_future()
             self._expect()
             try:
-                await self._body_waiter
+                await exchange.body_waiter
             except UpstreamTimeout as exc:
                 self.close()
                 raise BodyBrokeOff("Zoom's answer stopped arriving.") from exc
             finally:
                 self.deadline = 0.0
-                self._body_waiter = None
-        chunk = self._body.popleft() if len(self._body) == 1 else b"".join(self._body)
-        self._body.clear()
+                exchange.body_waiter = None
+        chunk = body[0] if len(body) == 1 else b"".join(body)
+        body.clear()
         self._buffered = 0
-        self._handed_out = True
+        exchange.handed_out = True
         if self._reading_paused and self._transport is not None:
             self._reading_paused = False
             self._transport.resume_reading()
         return chunk
 
-    def _wake_body(self) -> None:
-        waiter = self._body_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _end_body(self) -> None:
-        self._body_done = True
-        self._wake_body()
-
-    def _break_body(self, error: BaseException) -> None:
-        self._body_error = error
-        self._wake_body()
-
     def stream_to(self, sink: asyncio.Transport) -> None:
-        self._sink = sink
+        exchange = self._exchange
+        assert exchange is not None
+        exchange.sink = sink
 
     def release(self) -> None:
-        self._active, self._sink = False, None
-        if self._sender is not None:
-            self._sender.cancel()
+        exchange, self._exchange = self._exchange, None
+        assert exchange is not None
+        if exchange.sender is not None:
+            exchange.sender.cancel()
             self.close()
-        clean = self._body_done and self._body_error is None and not self._body
+        clean = exchange.body_done and exchange.body_error is None and not self._body
         # After a HEAD answer, llhttp still waits for the body its headers announce, and
         # a server that sends one anyway would have it read as the next answer: the
         # connection is not used again.
         if (
             clean
-            and self._request_sent
-            and self._keep_alive
+            and exchange.sent
+            and exchange.keep_alive
             and self.alive
-            and not self._head_request
+            and not exchange.head_request
         ):
-            self._current = None
             self._pool.put_back(self)
         else:
             self.close()
 
     def close(self) -> None:
-        self._active = False
+        # The exchange stays until released: connection_lost ends its waits.
         if self._transport is not None:
             self._transport.close()
         self._pool.forget(self)
+
+
+def _end_body(exchange: _Exchange) -> None:
+    exchange.body_done = True
+    waiter = exchange.body_waiter
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+def _break_body(exchange: _Exchange, error: BaseException) -> None:
+    exchange.body_error = error
+    waiter = exchange.body_waiter
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 class Pool:
@@ -580,7 +643,10 @@ class Pool:
             except UpstreamUnreachable:
                 connection.close()
                 # Zoom closed a pooled connection just as it was reused (RFC 9112, 9.3.1).
-                if not (reused and not streamed and method in IDEMPOTENT) or connection.answered:
+                if (
+                    not (reused and not streamed and method in IDEMPOTENT_METHODS)
+                    or connection.answered
+                ):
                     raise
             except BaseException:
                 connection.close()
@@ -720,7 +786,7 @@ def _head(
 ) -> bytes:
     lines = [f"{method} {target} HTTP/1.1\r\n", host_header]
     lines += [f"{name}: {value}\r\n" for name, value in headers]
-    if content_length is not None and (content_length or streamed or method in _BODY_METHODS):
+    if content_length is not None and (content_length or streamed or method in BODY_METHODS):
         lines.append(f"Content-Length: {content_length}\r\n")
     elif streamed:
         lines.append("Transfer-Encoding: chunked\r\n")

@@ -41,6 +41,7 @@ from proxy.errors import (
     SlowHeadsOverBudget,
 )
 from proxy.http.body import BodyStream, ClientLeft
+from proxy.http.flow import WriteFlow
 from proxy.http.heads import Head, Limits, parse_head
 
 log = logging.getLogger(__name__)
@@ -213,46 +214,30 @@ class Lane(Protocol):
 class Reply:
     """Where a lane writes its answer: the client's transport, with back-pressure."""
 
-    __slots__ = ("_drained", "_lost", "peer", "transport")
+    __slots__ = ("flow", "peer", "transport")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer: str | None = peer[0] if isinstance(peer, tuple) else None
-        self._drained: asyncio.Future[None] | None = None
-        self._lost = False
+        #: Whether the client keeps up with what was written to it.
+        self.flow = WriteFlow()
 
     @property
     def paused(self) -> bool:
         """Whether the client has fallen behind what was written to it."""
-        return self._drained is not None
+        return self.flow.paused
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)
 
     async def drain(self) -> None:
         """Until the client has taken most of what was written."""
-        if self._lost:
-            raise ConnectionResetError("the client has gone")
-        if self._drained is not None:
-            await asyncio.shield(self._drained)
+        await self.flow.drain()
 
     def close(self) -> None:
         """End the connection at once, the answer incomplete (so the client can tell)."""
         self.transport.close()
-
-    def _pause(self) -> None:
-        if self._drained is None:
-            self._drained = asyncio.get_running_loop().create_future()
-
-    def _resume(self, exc: BaseException | None = None) -> None:
-        waiter, self._drained = self._drained, None
-        if waiter is not None and not waiter.done():
-            if exc is None:
-                waiter.set_result(None)
-            else:
-                waiter.set_exception(exc)
-                waiter.exception()
 
 
 class FrontProtocol(asyncio.Protocol):
@@ -337,18 +322,17 @@ class FrontProtocol(asyncio.Protocol):
         if request is not None and request.stream is not None:
             request.stream.fail(ClientLeft("the client has gone"))
         if self._reply is not None:
-            self._reply._lost = True
-            self._reply._resume(ConnectionResetError("the client has gone"))
+            self._reply.flow.lose(ConnectionResetError("the client has gone"))
         if request is not None and request.task is not None:
             request.task.cancel()
 
     def pause_writing(self) -> None:
         if self._reply is not None:
-            self._reply._pause()
+            self._reply.flow.pause()
 
     def resume_writing(self) -> None:
         if self._reply is not None:
-            self._reply._resume()
+            self._reply.flow.resume()
 
     # shutdown
 
