@@ -26,7 +26,7 @@ import logging
 
 from aiohttp import web
 
-from proxy.errors import ClientTooSlow, ProxyError, RefreshRejected, UnsafePath, error_answer
+from proxy.errors import ProxyError, RefreshRejected, UnsafePath, error_answer
 from proxy.forward.core import FORWARDER, ApiCall, Forwarder, RequestBody
 from proxy.http.answers import SERVER, error_bytes, head_bytes, status_line
 from proxy.http.body import BodyStream, ClientLeft
@@ -34,7 +34,6 @@ from proxy.http.front import Job, Reply
 from proxy.http.heads import Head
 from proxy.http.methods import API_METHODS
 from proxy.http.seams import http_date
-from proxy.observe.logs import RequestRecord
 from proxy.observe.record import REQUESTS, Requests
 from proxy.session.cookie import ChunkedCookieStorage
 from proxy.session.store import CookieSessions, SignedIn
@@ -84,7 +83,7 @@ class ApiLane:
         signed_in = self.sessions.read(first.get("cookie", ""), quiet=True)
         if signed_in is None:
             return None
-        return _Exchange(self, head, signed_in)
+        return _Taken(self, head, signed_in)
 
     def error_bytes(self, call: ApiCall, head: Head, error: ProxyError) -> bytes:
         """The answer for ``error``, as :func:`proxy.web.errors.render_error` gives it
@@ -102,43 +101,34 @@ class ApiLane:
         return error_bytes(answer, extra, close=not head.keep_alive)
 
 
-class _Exchange:
-    """One request the lane took: its :class:`~proxy.forward.core.Answer`, as bytes on
-    the client's connection."""
+class _Taken:
+    """A request the lane took (a :class:`~proxy.http.front.Job`)."""
 
-    __slots__ = ("chunked", "head", "lane", "record", "reply", "signed_in", "status")
+    __slots__ = ("head", "lane", "signed_in")
 
     def __init__(self, lane: ApiLane, head: Head, signed_in: SignedIn) -> None:
         self.lane = lane
         self.head = head
         self.signed_in = signed_in
-        self.reply: Reply | None = None
-        self.record: RequestRecord | None = None
-        #: The status answered, once the head is written.
-        self.status: int | None = None
-        #: Whether the body is framed in chunks (Zoom gave no length).
-        self.chunked = False
 
     async def answer(self, body: bytes | BodyStream, reply: Reply) -> None:
         if isinstance(body, bytes):
             payload = RequestBody(replay=body)
         else:
             payload = RequestBody(None, body, self.head.content_length)
-        await self._run(reply, payload, None)
+        await self._run(reply, payload)
 
     async def refuse(self, error: ProxyError, reply: Reply) -> None:
-        await self._run(reply, None, error)
+        await self._run(reply, error)
 
-    async def _run(self, reply: Reply, body: RequestBody | None, error: ProxyError | None) -> None:
-        """Answer: ``body`` forwarded, or ``error``; recorded, counted and logged."""
+    async def _run(self, reply: Reply, body: RequestBody | ProxyError) -> None:
+        """Forward ``body``, or refuse with the error in its place; the request is
+        recorded, counted and logged as aiohttp's middleware and access log would."""
         lane, head = self.lane, self.head
-        self.reply = reply
         loop = asyncio.get_running_loop()
         started = loop.time()
         first = head.first
-        record = self.record = lane.requests.begin(
-            head.method, head.target, first.get("x-request-id")
-        )
+        record = lane.requests.begin(head.method, head.target, first.get("x-request-id"))
         call = ApiCall(
             head.method,
             head.target,
@@ -149,45 +139,58 @@ class _Exchange:
             record=record,
             signed_in=self.signed_in,
         )
+        answer = _BytesAnswer(head, reply, record.request_id)
         # Counted as failed unless answered; not at all when the client left mid-body.
         counted: int | None = 500
-        logged = False
         try:
             try:
-                if body is None:
-                    raise error or ClientTooSlow()
-                await lane.core.forward(call, body, self)
-            except ProxyError as refused:
-                if self.status is None:
-                    self.status = refused.status
-                    self._write(lane.error_bytes(call, head, refused))
+                if isinstance(body, ProxyError):
+                    raise body
+                await lane.core.forward(call, body, answer)
+            except ProxyError as error:
+                if answer.status is None:
+                    answer.status = error.status
+                    reply.write(lane.error_bytes(call, head, error))
                 else:  # the answer has started: it cannot change now
-                    self.cut_off()
-            counted = self.status
-            logged = self.status is not None
+                    answer.cut_off()
+            counted = answer.status
         except ClientLeft:  # mid-body: there is nobody to answer
             counted = None
             reply.close()
         except ConnectionError:  # while its answer was written: counted, not logged
-            counted = self.status
+            counted = answer.status
             raise
         finally:
             lane.requests.end(record, counted)
-            if logged:
-                lane.requests.log_access(
-                    record,
-                    status=counted or 500,
-                    seconds=loop.time() - started,
-                    peer=reply.peer,
-                    forwarded_for=first.get("x-forwarded-for"),
-                )
+        if counted is not None:
+            lane.requests.log_access(
+                record,
+                status=counted,
+                seconds=loop.time() - started,
+                peer=reply.peer,
+                forwarded_for=first.get("x-forwarded-for"),
+            )
 
-    # Answer
+
+class _BytesAnswer:
+    """The core's :class:`~proxy.forward.core.Answer` as bytes on the client's
+    connection, with the headers aiohttp's server and middleware would add."""
+
+    __slots__ = ("chunked", "head", "reply", "request_id", "status")
+
+    def __init__(self, head: Head, reply: Reply, request_id: str) -> None:
+        self.head = head
+        self.reply = reply
+        self.request_id = request_id
+        #: The status answered, once the head is written.
+        self.status: int | None = None
+        #: Whether the body is framed in chunks (Zoom gave no length).
+        self.chunked = False
 
     def whole(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         lines = self._head_lines(status, headers, body=bool(body))
         lines.append(f"Content-Length: {len(body)}\r\n\r\n")
-        self._write(head_bytes(lines) + body)
+        self.reply.write(head_bytes(lines) + body)
 
     async def start(
         self, status: int, headers: list[tuple[str, str]], *, streamed: bool
@@ -203,27 +206,22 @@ class _Exchange:
             lines.append("Transfer-Encoding: chunked\r\n")
             self.chunked = True
         lines.append("\r\n")
-        self._write(head_bytes(lines))
-        assert self.reply is not None
+        self.reply.write(head_bytes(lines))
         return self.reply.transport if length is not None else None
 
     async def write(self, chunk: bytes) -> None:
-        reply = self.reply
-        assert reply is not None
-        reply.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk)
-        await reply.drain()
+        self.reply.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk)
+        await self.reply.drain()
 
     async def end(self) -> None:
         if self.chunked:
-            self._write(b"0\r\n\r\n")
+            self.reply.write(b"0\r\n\r\n")
 
     def cut_off(self) -> None:
-        assert self.reply is not None
         self.reply.close()
 
     def _head_lines(self, status: int, headers: list[tuple[str, str]], *, body: bool) -> list[str]:
-        """The status line and headers, as aiohttp's server and middleware would write
-        them, without the body's framing."""
+        """The status line and headers, without the body's framing."""
         self.status = status
         lines = [status_line(status)]
         date = server = content_type = False
@@ -242,17 +240,12 @@ class _Exchange:
             lines.append(f"Date: {http_date()}\r\n")
         if not server:
             lines.append(f"Server: {SERVER}\r\n")
-        if body and not content_type:
+        if body and not content_type:  # as aiohttp's responses default it
             lines.append("Content-Type: application/octet-stream\r\n")
-        assert self.record is not None
-        lines.append(f"X-Request-ID: {self.record.request_id}\r\n{_VARY}")
+        lines.append(f"X-Request-ID: {self.request_id}\r\n{_VARY}")
         if not self.head.keep_alive:
             lines.append("Connection: close\r\n")
         return lines
-
-    def _write(self, data: bytes) -> None:
-        assert self.reply is not None
-        self.reply.write(data)
 
 
 def _connection_values(head: Head) -> list[str]:
