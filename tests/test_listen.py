@@ -1,4 +1,4 @@
-"""Accepting connections while the loop is saturated (proxy/listen.py).
+"""Accepting connections while the loop is saturated (proxy/http/listen.py).
 
 The server runs on uvloop, as ``python -m proxy`` does, in a thread of its own, and a
 callback keeps every loop iteration busy for a while, the way a saturated proxy's

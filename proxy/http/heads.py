@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import httptools
 
 from proxy.errors import NotHttp, ProxyError, UpgradeRefused
+from proxy.http.seams import SINGLETON_HEADERS
 
 #: A ``Content-Length`` of more digits is refused: no body is near 10**18 bytes, and
 #: Python's ``int()`` refuses strings over 4,300 digits.
@@ -19,22 +20,6 @@ MAX_LENGTH_DIGITS = 18
 MAX_HEAD_SIZE = 64 * 1024
 #: Requests with more headers than this go to aiohttp (which allows 128).
 _MAX_HEADERS = 100
-#: Headers aiohttp's parser refuses to see twice (``SINGLETON_HEADERS``): such a request
-#: is aiohttp's to refuse. So is one without ``Host``.
-_SINGLETONS = frozenset(
-    {
-        "content-length",
-        "content-location",
-        "content-range",
-        "content-type",
-        "etag",
-        "host",
-        "max-forwards",
-        "server",
-        "transfer-encoding",
-        "user-agent",
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +163,8 @@ def parse_head(raw: bytes, limits: Limits) -> Head | ProxyError | None:
         or len(collected.headers) > _MAX_HEADERS
         or "transfer-encoding" in first
         or "host" not in first
-        or repeated & _SINGLETONS
+        # Headers aiohttp's parser refuses to see twice: such a request is its to refuse.
+        or repeated & SINGLETON_HEADERS
     ):
         return None
     length = length or "0"

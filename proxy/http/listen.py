@@ -24,6 +24,7 @@ from aiohttp import web
 from yarl import URL
 
 from proxy.http.front import Front
+from proxy.http.seams import set_site_server
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,16 @@ class _Listeners(asyncio.AbstractServer):
 class EagerSite(web.BaseSite):
     """``host:port`` over TCP, accepting every pending connection per readiness event."""
 
-    __slots__ = ("_front", "_handshakes", "_host", "_port", "_reuse_port")
+    __slots__ = (
+        "_front",
+        "_handshakes",
+        "_host",
+        "_listen_backlog",
+        "_listeners",
+        "_port",
+        "_reuse_port",
+        "_source",
+    )
 
     def __init__(
         self,
@@ -86,6 +96,10 @@ class EagerSite(web.BaseSite):
         """``front``: the protocol that reads each new connection first, instead of
         aiohttp's (:mod:`proxy.http.front`)."""
         super().__init__(runner, backlog=backlog)
+        #: Its own copies, not BaseSite's private ``_runner`` and ``_backlog``.
+        self._source = runner
+        self._listen_backlog = backlog
+        self._listeners: _Listeners | None = None
         self._host = host
         self._port = port
         self._reuse_port = reuse_port
@@ -104,10 +118,11 @@ class EagerSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
-        sockets = _bound_sockets(self._host, self._port, self._backlog, self._reuse_port)
+        sockets = _bound_sockets(self._host, self._port, self._listen_backlog, self._reuse_port)
         for sock in sockets:
             loop.add_reader(sock.fileno(), self._accept_pending, loop, sock)
-        self._server = _Listeners(loop, sockets)
+        self._listeners = _Listeners(loop, sockets)
+        set_site_server(self, self._listeners)
 
     async def stop(self) -> None:
         await super().stop()
@@ -115,12 +130,12 @@ class EagerSite(web.BaseSite):
             await self._front.shutdown()
 
     def _accept_pending(self, loop: asyncio.AbstractEventLoop, listener: socket.socket) -> None:
-        factory: Callable[[], asyncio.Protocol] | None = self._runner.server
+        factory: Callable[[], asyncio.Protocol] | None = self._source.server
         if factory is None:  # the runner is shutting down
             return
         if self._front is not None:
             factory = self._front
-        for _ in range(self._backlog):
+        for _ in range(self._listen_backlog):
             try:
                 conn, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -145,7 +160,7 @@ class EagerSite(web.BaseSite):
             task.add_done_callback(self._handshake_done)
 
     def _listen_again(self, loop: asyncio.AbstractEventLoop, listener: socket.socket) -> None:
-        if self._server is not None and self._server.is_serving():
+        if self._listeners is not None and self._listeners.is_serving():
             loop.add_reader(listener.fileno(), self._accept_pending, loop, listener)
 
     def _handshake_done(self, task: asyncio.Task[Any]) -> None:
