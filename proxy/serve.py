@@ -61,8 +61,12 @@ async def start(
     shutdown_timeout: float = 10.0,
     reuse_port: bool = False,
     answer_half_closed: bool = True,
+    lane: bool = True,
 ) -> ProxyRunner:
-    """Start ``app`` on ``host:port``; the caller awaits ``runner.cleanup()``."""
+    """Start ``app`` on ``host:port``; the caller awaits ``runner.cleanup()``.
+
+    ``lane`` false: the front takes no request itself, and aiohttp's server answers
+    every one (the tests run the ``/api`` behaviour on both transports this way)."""
     settings = app.get(SETTINGS)  # the emulator has none
     rules = ConnectionRules(
         head_timeout=(settings.listen if settings else ListenSettings()).head_timeout,
@@ -79,7 +83,7 @@ async def start(
             port,
             reuse_port=reuse_port,
             backlog=BACKLOG,
-            front=_front(app, runner, rules, shutdown_timeout),
+            front=_front(app, runner, rules, shutdown_timeout, lane=lane),
         )
         await site.start()
     except BaseException:
@@ -97,23 +101,28 @@ class _DeclinesAll:
 
 
 def _front(
-    app: web.Application, runner: web.AppRunner, rules: ConnectionRules, shutdown_timeout: float
+    app: web.Application,
+    runner: web.AppRunner,
+    rules: ConnectionRules,
+    shutdown_timeout: float,
+    *,
+    lane: bool,
 ) -> Front:
     """The first reader of each connection, answering plain ``/api/*`` requests itself
     (the app must be started: the lane reads its sessions)."""
-    lane = api_lane(app)
+    api = api_lane(app) if lane else None
     settings = app.get(SETTINGS)  # the emulator has none
     limits = Limits(
         max_line_size=MAX_LINE_SIZE,
         max_field_size=MAX_FIELD_SIZE,
-        max_whole_body=0 if lane is None else lane.max_whole_body,
+        max_whole_body=0 if api is None else api.max_whole_body,
         body_stall=(settings.upstream if settings else UpstreamSettings()).timeout,
         head_timeout=rules.head_timeout,
         max_head_size=rules.max_head_size,
     )
     # runner.server is None once the runner shuts down.
     return Front(
-        _DeclinesAll() if lane is None else lane,
+        _DeclinesAll() if api is None else api,
         lambda: runner.server() if runner.server else None,
         limits,
         refusal=connection_refusal,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from proxy.observe.lifecycle import LIFECYCLE
-from tests.conftest import Proxy
+from tests.helpers.proxies import Proxy
 
 
 async def test_healthz_and_readyz_answer_when_started(proxy: Proxy) -> None:

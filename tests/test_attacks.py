@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from tests import redirect_corpus
-from tests.conftest import Proxy, ProxyFactory, fetch_with_cookie
-from tests.test_forward import raw_request
+from tests.helpers import redirect_corpus
+from tests.helpers.proxies import Proxy, ProxyFactory, fetch_with_cookie
+from tests.helpers.raw_http import raw_request
 
 OWN_PAYLOADS = [
     "/\\evil.example",

@@ -10,7 +10,7 @@ import aiohttp
 from cryptography.fernet import Fernet
 from yarl import URL
 
-from tests.conftest import SESSION_KEY, Proxy, ProxyFactory, Zoom
+from tests.helpers.proxies import SESSION_KEY, Proxy, ProxyFactory, Zoom
 
 
 async def start_login(

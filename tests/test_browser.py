@@ -19,8 +19,8 @@ from aiohttp.test_utils import unused_port
 from multidict import CIMultiDict
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from tests.conftest import Proxy, ProxyFactory, Zoom
-from tests.test_cli import demo_banner, running
+from tests.helpers.processes import demo_banner, running
+from tests.helpers.proxies import Proxy, ProxyFactory, Zoom
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

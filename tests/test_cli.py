@@ -8,16 +8,13 @@ clicking through the demo, curl with a cookie jar.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.metadata
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -30,25 +27,19 @@ from aiohttp.test_utils import unused_port
 from cryptography.fernet import Fernet
 
 from proxy.emulator.models import default_user
+from tests.helpers.processes import (
+    CONFIG_VARIABLES,
+    ROOT,
+    TIMEOUT,
+    child_env,
+    demo_banner,
+    first_line,
+    good_config,
+    running,
+    write_config,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-#: Generous, because CI machines are slow; nothing waits this long when things work.
-TIMEOUT = 30.0
-#: The variables the shipped config.yaml reads; removed from every child's environment.
-CONFIG_VARIABLES = ("ZOOM_CLIENT_ID", "ZOOM_CLIENT_SECRET", "PROXY_SESSION_KEY")
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,*/*;q=0.8"
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """This environment minus anything that configures the proxy, plus ``extra``."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in CONFIG_VARIABLES and name != "ZOOM_PROXY_CONFIG"
-    }
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
 
 
 def run_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -62,24 +53,6 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Comp
         text=True,
         timeout=TIMEOUT,
         check=False,
-    )
-
-
-def write_config(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "config.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def good_config(tmp_path: Path, port: int) -> Path:
-    return write_config(
-        tmp_path,
-        f"""
-listen: {{host: 127.0.0.1, port: {port}}}
-public_url: http://127.0.0.1:{port}
-zoom: {{client_id: test-client-id, client_secret: test-client-secret}}
-session: {{secret_keys: ["{Fernet.generate_key().decode()}"]}}
-""",
     )
 
 
@@ -107,44 +80,6 @@ def is_listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(TIMEOUT)
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-@asynccontextmanager
-async def running(
-    *args: str, stderr_path: Path, env: Mapping[str, str] | None = None
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``python -m proxy *args`` running in the background; killed on the way out.
-
-    Its stderr (the logs) goes to ``stderr_path``, so it can never fill a pipe. It runs
-    in a process group of its own, and the whole group is killed: a forked worker left
-    behind would hold stdout open and make ``wait()`` hang.
-    """
-    with stderr_path.open("wb") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "proxy",
-            *args,
-            cwd=ROOT,
-            env=child_env() if env is None else dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            start_new_session=True,
-        )
-        try:
-            yield process
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-
-
-async def first_line(process: asyncio.subprocess.Process) -> str:
-    """The first line the process prints: it prints it once it is listening."""
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), TIMEOUT)
-    return line.decode()
 
 
 # --- HTML forms, read the way a browser reads them --------------------------------------
@@ -218,14 +153,6 @@ async def demo(tmp_path: Path) -> AsyncIterator[str]:
         url = f"http://localhost:{port}/"
         assert f"Open {url} " in banner, banner
         yield url
-
-
-async def demo_banner(process: asyncio.subprocess.Process) -> str:
-    """What ``--demo`` prints once it listens, up to its last line."""
-    lines = [await first_line(process)]
-    while "Ctrl-C" not in lines[-1]:
-        lines.append(await first_line(process))
-    return "".join(lines)
 
 
 async def test_demo_says_what_to_open_and_try_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:

@@ -22,8 +22,8 @@ from proxy.tokens.coordination import SharedGrace
 from proxy.tokens.model import Tokens
 from proxy.tokens.refresh import Refresher
 from proxy.tokens.sealing import make_fernet
-from tests.test_redis_lock import CountingStore
-from tests.test_refresh_unit import FakeZoom, tokens
+from tests.helpers.stores import CountingStore
+from tests.helpers.tokens import FakeZoom, tokens
 
 FERNET = make_fernet([Fernet.generate_key().decode()])
 

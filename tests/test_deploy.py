@@ -38,8 +38,7 @@ from yarl import URL
 
 from proxy.app import create_app
 from proxy.config import Settings, settings_from_mapping
-
-from .conftest import ProxyFactory
+from tests.helpers.proxies import ProxyFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -10,7 +10,7 @@ import yaml
 
 from proxy.app import create_app
 from proxy.config import effective_config, settings_from_mapping
-from tests.conftest import proxy_config
+from tests.helpers.proxies import proxy_config
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -13,8 +13,8 @@ from aiohttp.test_utils import unused_port
 
 from proxy.emulator import download_chunks
 from proxy.web.keys import UPSTREAM
-from tests.conftest import Proxy, Zoom, proxy_config
-from tests.test_cli import TIMEOUT, first_line, running
+from tests.helpers.processes import TIMEOUT, first_line, running
+from tests.helpers.proxies import Proxy, Zoom, proxy_config
 
 HELD_BYTES = 4 << 20
 

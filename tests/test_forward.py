@@ -14,20 +14,10 @@ import pytest
 from aiohttp.test_utils import unused_port
 
 from proxy.emulator import download_chunks
-from tests.conftest import Proxy, ProxyFactory
+from tests.helpers.proxies import Proxy, ProxyFactory
+from tests.helpers.raw_http import raw_request
 
 UUID_PATH = "/meetings/%252FajXp112QmuoKj4854875%253D%253D/recordings"
-
-
-async def raw_request(url: str, request_bytes: bytes) -> bytes:
-    """Send bytes exactly as given (no client normalisation) and read the whole answer."""
-    host, port = url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(request_bytes)
-    await writer.drain()
-    answer = await reader.read()
-    writer.close()
-    return answer
 
 
 async def echo(proxy: Proxy, method: str, path: str, **kwargs: Any) -> dict[str, Any]:

@@ -28,8 +28,8 @@ import pytest
 
 from proxy.http.front import Front
 from proxy.http.listen import EagerSite
-from tests.conftest import Proxy, ProxyFactory
-from tests.test_front import Answer, connection, read_answers, signed_in_cookie
+from tests.helpers.proxies import Proxy, ProxyFactory, signed_in_cookie
+from tests.helpers.raw_http import Answer, connection, read_answers
 
 #: How long anything that should happen at once may take before the test fails.
 GUARD = 5.0

@@ -20,8 +20,8 @@ from proxy.app import create_app
 from proxy.config import settings_from_mapping
 from proxy.emulator.api import download_chunks
 from proxy.http.listen import EagerSite
-from tests.conftest import Proxy, Zoom, proxy_config
-from tests.test_front import Answer, connection_to, read_answers, signed_in_cookie
+from tests.helpers.proxies import Proxy, Zoom, proxy_config, signed_in_cookie
+from tests.helpers.raw_http import Answer, connection_to, read_answers
 
 Headers = list[tuple[str, str]]
 

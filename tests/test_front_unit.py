@@ -100,7 +100,10 @@ class _Aiohttp(asyncio.Protocol):
         self.received += data
 
 
-class _DeclinesAll:
+class _DecliningLane:
+    """A lane that takes no request: the front refuses each head or hands the connection
+    to aiohttp. A stand-in for ``proxy.serve``'s private one, for apps without a lane."""
+
     def take(self, head: Head) -> Job | None:
         return None
 
@@ -113,7 +116,7 @@ def _feed(pieces: list[bytes]) -> tuple[_Transport, _Aiohttp, HeadBudget]:
     async def run() -> tuple[_Transport, _Aiohttp, HeadBudget]:
         aiohttp = _Aiohttp()
         budget = HeadBudget(10_000)
-        front = FrontProtocol(_DeclinesAll(), lambda: aiohttp, LIMITS, set(), _refusal, budget)
+        front = FrontProtocol(_DecliningLane(), lambda: aiohttp, LIMITS, set(), _refusal, budget)
         transport = _Transport()
         front.connection_made(transport)  # type: ignore[arg-type]
         for piece in pieces:

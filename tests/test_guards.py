@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Proxy, ProxyFactory
+from tests.helpers.proxies import Proxy, ProxyFactory
 
 FRONTEND = "http://127.0.0.1:5173"
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import unused_port
 
-from tests.test_cli import TIMEOUT, good_config, running
-from tests.test_front import read_answers
+from tests.helpers.processes import TIMEOUT, good_config, running
+from tests.helpers.raw_http import read_answers
 
 JUNK = {
     "garbage request line": b"\x00\x01\x02 garbage \xff\r\n\r\n",

@@ -10,8 +10,8 @@ import pytest
 
 from proxy.config import LoggingSettings
 from proxy.observe.logs import JsonFormatter, configure_logging, redacted_target
-from tests.conftest import Proxy
-from tests.test_forward import raw_request
+from tests.helpers.proxies import Proxy
+from tests.helpers.raw_http import raw_request
 
 
 def everything_logged(caplog: pytest.LogCaptureFixture) -> str:

@@ -14,8 +14,8 @@ import yaml
 from aiohttp.test_utils import unused_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Proxy, ProxyFactory, Zoom, fetch_with_cookie, proxy_config
-from tests.test_cli import TIMEOUT, running
+from tests.helpers.processes import TIMEOUT, running
+from tests.helpers.proxies import Proxy, ProxyFactory, Zoom, fetch_with_cookie, proxy_config
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -10,7 +10,7 @@ from pytest_aiohttp import AiohttpClient
 
 from proxy.web.errors import error_middleware
 from proxy.web.pages import STYLE
-from tests.conftest import Proxy
+from tests.helpers.proxies import Proxy
 
 #: What a browser's navigation sends.
 BROWSER = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}

@@ -20,9 +20,16 @@ from cryptography.fernet import Fernet
 from redis.asyncio import Redis
 
 from proxy.redis.client import connect
-from tests.conftest import SESSION_KEY, Proxy, ProxyFactory, fetch_with_cookie
-from tests.redisserver import RedisServer, available
-from tests.test_refresh import get_me, set_session_cookie, sign_in_with_expiring_token
+from tests.helpers.proxies import (
+    SESSION_KEY,
+    Proxy,
+    ProxyFactory,
+    fetch_with_cookie,
+    get_me,
+    set_session_cookie,
+    sign_in_with_expiring_token,
+)
+from tests.helpers.redisserver import RedisServer, available
 
 #: What a dead Redis may cost a request: a refused connection answers at once, a frozen
 #: server after the command timeout and one retry (about 2 s).

@@ -12,16 +12,7 @@ from aiohttp.test_utils import unused_port
 from proxy.errors import RefreshBusy, SessionStoreUnavailable
 from proxy.redis.client import SharedStore, connect
 from proxy.redis.lock import RedisLock
-
-
-class CountingStore(SharedStore):
-    """Counts the attempts to take a lock."""
-
-    attempts = 0
-
-    async def set_if_absent(self, key: str, value: bytes, *, ttl: float) -> bool:
-        self.attempts += 1
-        return await super().set_if_absent(key, value, ttl=ttl)
+from tests.helpers.stores import CountingStore
 
 
 @pytest.fixture

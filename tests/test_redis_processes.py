@@ -14,8 +14,8 @@ import pytest
 import yaml
 from aiohttp.test_utils import unused_port
 
-from tests.conftest import Zoom, fetch_with_cookie, proxy_config
-from tests.test_cli import TIMEOUT, first_line, running
+from tests.helpers.processes import TIMEOUT, first_line, running
+from tests.helpers.proxies import Zoom, fetch_with_cookie, proxy_config
 
 
 @asynccontextmanager

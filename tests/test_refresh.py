@@ -7,33 +7,17 @@ import hashlib
 import io
 import time
 
-import aiohttp
 from aiohttp.test_utils import unused_port
 from cryptography.fernet import Fernet
 
-from tests.conftest import SESSION_KEY, Proxy, ProxyFactory, fetch_with_cookie
-
-SHORT_LIFETIME = 30  # inside the default refresh.margin of 60 s
-
-
-async def sign_in_with_expiring_token(proxy: Proxy) -> str:
-    """Sign in with an access token about to expire; later tokens live the usual hour."""
-    emulator = proxy.zoom.emulator
-    emulator.token_lifetime = SHORT_LIFETIME
-    await proxy.sign_in()
-    emulator.token_lifetime = 3599
-    return proxy.cookie_header()
-
-
-async def get_me(proxy: Proxy, cookie: str) -> aiohttp.ClientResponse:
-    """``GET /api/users/me`` with exactly this cookie."""
-    response, _ = await fetch_with_cookie(f"{proxy.url}/api/users/me", cookie)
-    return response
-
-
-def set_session_cookie(response: aiohttp.ClientResponse) -> str | None:
-    morsel = response.cookies.get("zoom_proxy")
-    return None if morsel is None else morsel.value
+from tests.helpers.proxies import (
+    SESSION_KEY,
+    Proxy,
+    ProxyFactory,
+    get_me,
+    set_session_cookie,
+    sign_in_with_expiring_token,
+)
 
 
 async def test_a_token_expiring_within_the_margin_is_refreshed_before_forwarding(

@@ -11,7 +11,7 @@ from proxy.web.untrusted import (
     normalize_origin,
     safe_next,
 )
-from tests import redirect_corpus
+from tests.helpers import redirect_corpus
 
 BASE = "http://proxy.test/"
 OWN = "http://127.0.0.1:8080"

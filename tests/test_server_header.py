@@ -8,8 +8,8 @@ import pytest
 from aiohttp.test_utils import unused_port
 
 from proxy.http.answers import SERVER
-from tests.conftest import Proxy, ProxyFactory
-from tests.test_front import connection, read_answers, request, signed_in_cookie
+from tests.helpers.proxies import Proxy, ProxyFactory, signed_in_cookie
+from tests.helpers.raw_http import connection, read_answers, request
 
 
 def _assert_anonymous(server: str | None) -> None:

@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.conftest import SESSION_KEY, Proxy, ProxyFactory, fetch_with_cookie
-from tests.test_forward import raw_request
+from tests.helpers.proxies import SESSION_KEY, Proxy, ProxyFactory, fetch_with_cookie
+from tests.helpers.raw_http import raw_request
 
 
 async def status_with_cookie(proxy: Proxy, cookie: str) -> tuple[int, str]:

@@ -95,7 +95,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-SHARED_FILE = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "openredirects.txt"
+SHARED_FILE = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "openredirects.txt"
 """An optional public list some checkouts keep beside the repository; never required."""
 
 SHARED_FILE_SIZE = 559
