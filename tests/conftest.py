@@ -30,12 +30,20 @@ async def zoom() -> AsyncIterator[Zoom]:
 
 
 @pytest.fixture
-async def make_proxy(zoom: Zoom) -> AsyncIterator[ProxyFactory]:
+def transport(request: pytest.FixtureRequest) -> str:
+    """The transport the proxy's requests arrive on: the front's lane (the default), or
+    aiohttp's server. The /api behaviour modules override it with one parametrised over
+    ``TRANSPORTS``, as uvicorn's suite runs over its two HTTP protocols."""
+    return str(getattr(request, "param", "front"))
+
+
+@pytest.fixture
+async def make_proxy(zoom: Zoom, transport: str) -> AsyncIterator[ProxyFactory]:
     """Start a proxy in front of the emulator; keyword arguments override config sections."""
     started: list[Proxy] = []
 
     async def start(**sections: Any) -> Proxy:
-        proxy = await start_proxy(zoom, **sections)
+        proxy = await start_proxy(zoom, transport=transport, **sections)
         started.append(proxy)
         return proxy
 

@@ -8,13 +8,21 @@ import signal
 from pathlib import Path
 
 import aiohttp
+import pytest
 import yaml
 from aiohttp.test_utils import unused_port
 
 from proxy.emulator import download_chunks
 from proxy.web.keys import UPSTREAM
 from tests.helpers.processes import TIMEOUT, first_line, running
-from tests.helpers.proxies import Proxy, Zoom, proxy_config
+from tests.helpers.proxies import TRANSPORTS, Proxy, Zoom, proxy_config
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every proxy here runs on both transports: the front's lane, and aiohttp's server."""
+    return str(request.param)
+
 
 HELD_BYTES = 4 << 20
 

@@ -15,7 +15,21 @@ from aiohttp.test_utils import unused_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.processes import TIMEOUT, running
-from tests.helpers.proxies import Proxy, ProxyFactory, Zoom, fetch_with_cookie, proxy_config
+from tests.helpers.proxies import (
+    TRANSPORTS,
+    Proxy,
+    ProxyFactory,
+    Zoom,
+    fetch_with_cookie,
+    proxy_config,
+)
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every proxy here runs on both transports: the front's lane, and aiohttp's server."""
+    return str(request.param)
+
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -7,17 +7,25 @@ import hashlib
 import io
 import time
 
+import pytest
 from aiohttp.test_utils import unused_port
 from cryptography.fernet import Fernet
 
 from tests.helpers.proxies import (
     SESSION_KEY,
+    TRANSPORTS,
     Proxy,
     ProxyFactory,
     get_me,
     set_session_cookie,
     sign_in_with_expiring_token,
 )
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every proxy here runs on both transports: the front's lane, and aiohttp's server."""
+    return str(request.param)
 
 
 async def test_a_token_expiring_within_the_margin_is_refreshed_before_forwarding(

@@ -11,8 +11,14 @@ import aiohttp
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.helpers.proxies import SESSION_KEY, Proxy, ProxyFactory, fetch_with_cookie
+from tests.helpers.proxies import SESSION_KEY, TRANSPORTS, Proxy, ProxyFactory, fetch_with_cookie
 from tests.helpers.raw_http import raw_request
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every proxy here runs on both transports: the front's lane, and aiohttp's server."""
+    return str(request.param)
 
 
 async def status_with_cookie(proxy: Proxy, cookie: str) -> tuple[int, str]:

@@ -111,12 +111,17 @@ def proxy_config(zoom_base: str, port: int, **sections: Any) -> dict[str, Any]:
     return config
 
 
-async def start_proxy(zoom: Zoom, /, **sections: Any) -> Proxy:
-    """Start a proxy in front of the emulator on a free port; stop it with :meth:`Proxy.close`."""
+#: The two transports a request can arrive on: the front's lane, or aiohttp's server.
+TRANSPORTS = ("front", "aiohttp")
+
+
+async def start_proxy(zoom: Zoom, /, *, transport: str = "front", **sections: Any) -> Proxy:
+    """Start a proxy in front of the emulator on a free port; stop it with :meth:`Proxy.close`.
+    ``transport``: "aiohttp" has aiohttp's server answer every request."""
     port = unused_port()
     settings = settings_from_mapping(proxy_config(zoom.base_url, port, **sections), environ={})
     app = create_app(settings)
-    runner = await serve.start(app, host="127.0.0.1", port=port)
+    runner = await serve.start(app, host="127.0.0.1", port=port, lane=transport == "front")
     return Proxy(
         settings=settings,
         url=settings.public_url,
