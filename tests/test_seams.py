@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import hdrs, web
 from aiohttp.http import RawRequestMessage
@@ -249,6 +250,11 @@ async def test_after_an_upgrade_request_the_rest_is_kept_as_its_tail(
     assert connection.handler.parsed == 1
 
 
+@pytest.mark.skipif(
+    aiohttp.__version__ == "3.14.0",
+    reason="aiohttp 3.14.0 does not parse a declined upgrade's tail after its answer;"
+    " the proxy forgets the tail (forget_upgrade) on every 3.14.x",
+)
 async def test_a_declined_upgrades_tail_is_parsed_once_it_is_answered(
     waiting: Connection,
 ) -> None:

@@ -35,7 +35,7 @@ def bracket(requests: Requests) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         record = request[RECORD] = requests.begin(
-            request.method, request.raw_path, request.headers.get(hdrs.X_REQUEST_ID)
+            request.method, request.raw_path, request.headers.get("X-Request-ID")
         )
         status = 500
         try:
