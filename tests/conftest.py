@@ -16,7 +16,7 @@ import pytest
 from proxy import serve
 from proxy.emulator import ZoomEmulator
 from tests.helpers import redisserver
-from tests.helpers.proxies import Proxy, ProxyFactory, Zoom, start_proxy
+from tests.helpers.proxies import TRANSPORTS, Proxy, ProxyFactory, Zoom, start_proxy
 
 
 @pytest.fixture
@@ -29,11 +29,19 @@ async def zoom() -> AsyncIterator[Zoom]:
     await runner.cleanup()
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked ``both_transports`` runs once per transport, as uvicorn's suite runs
+    over its two HTTP protocols."""
+    if "transport" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "both_transports"
+    ):
+        metafunc.parametrize("transport", TRANSPORTS, indirect=True)
+
+
 @pytest.fixture
 def transport(request: pytest.FixtureRequest) -> str:
     """The transport the proxy's requests arrive on: the front's lane (the default), or
-    aiohttp's server. The /api behaviour modules override it with one parametrised over
-    ``TRANSPORTS``, as uvicorn's suite runs over its two HTTP protocols."""
+    aiohttp's server."""
     return str(getattr(request, "param", "front"))
 
 

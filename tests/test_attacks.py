@@ -141,6 +141,7 @@ async def test_forwarded_uri_headers_cannot_skip_authentication(proxy: Proxy) ->
     assert proxy.zoom.emulator.api_requests == []
 
 
+@pytest.mark.both_transports
 async def test_underscore_and_forwarded_headers_are_not_smuggled_to_zoom(signed_in: Proxy) -> None:
     """oauth2-proxy's `X-Auth_Request_User` smuggling via underscores."""
     async with signed_in.client.get(
@@ -169,6 +170,7 @@ async def test_underscore_and_forwarded_headers_are_not_smuggled_to_zoom(signed_
     assert names.isdisjoint(smuggled)
 
 
+@pytest.mark.both_transports
 async def test_forwarded_headers_pass_when_trusted(make_proxy: ProxyFactory) -> None:
     proxy = await make_proxy(trust_forwarded_headers=True)
     await proxy.sign_in()
@@ -178,6 +180,7 @@ async def test_forwarded_headers_pass_when_trusted(make_proxy: ProxyFactory) -> 
         assert ["X-Forwarded-For", "10.0.0.1"] in (await response.json())["headers"]
 
 
+@pytest.mark.both_transports
 async def test_none_of_the_proxys_cookie_chunks_reach_zoom(signed_in: Proxy) -> None:
     """Duende BFF forwarded its own cookies upstream."""
     emulator = signed_in.zoom.emulator
@@ -193,6 +196,7 @@ async def test_none_of_the_proxys_cookie_chunks_reach_zoom(signed_in: Proxy) -> 
     assert [v for k, v in headers if k.lower() == "cookie"] == []
 
 
+@pytest.mark.both_transports
 @pytest.mark.parametrize(
     "path",
     [
@@ -220,6 +224,7 @@ async def test_nothing_escapes_the_api_base_path(signed_in: Proxy, path: str) ->
     assert len(signed_in.zoom.emulator.api_requests) == before
 
 
+@pytest.mark.both_transports
 async def test_a_fragment_in_the_request_target_is_400_not_a_truncated_query(
     signed_in: Proxy,
 ) -> None:
@@ -269,6 +274,7 @@ HOSTILE_REQUESTS = [
 ]
 
 
+@pytest.mark.both_transports
 @pytest.mark.parametrize("request_bytes", HOSTILE_REQUESTS, ids=lambda b: repr(b[:30]))
 async def test_hostile_input_gets_a_4xx_and_the_proxy_lives_on(
     proxy: Proxy, request_bytes: bytes
@@ -283,6 +289,7 @@ async def test_hostile_input_gets_a_4xx_and_the_proxy_lives_on(
         assert health.status == 200
 
 
+@pytest.mark.both_transports
 @pytest.mark.parametrize("method", ["TRACE", "PROPFIND", "MKCOL", "LOCK", "PURGE"])
 async def test_methods_zooms_api_does_not_use_are_405_and_never_reach_zoom(
     signed_in: Proxy, method: str
@@ -295,6 +302,7 @@ async def test_methods_zooms_api_does_not_use_are_405_and_never_reach_zoom(
     assert len(signed_in.zoom.emulator.api_requests) == before
 
 
+@pytest.mark.both_transports
 async def test_a_copied_cookie_is_dead_after_logout(signed_in: Proxy) -> None:
     copied = signed_in.cookie_header()
     async with signed_in.client.post(f"{signed_in.url}/auth/logout") as response:

@@ -15,13 +15,10 @@ from aiohttp.test_utils import unused_port
 from proxy.emulator import download_chunks
 from proxy.web.keys import UPSTREAM
 from tests.helpers.processes import TIMEOUT, first_line, running
-from tests.helpers.proxies import TRANSPORTS, Proxy, Zoom, proxy_config
+from tests.helpers.proxies import Proxy, Zoom, proxy_config
 
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    """Every proxy here runs on both transports: the front's lane, and aiohttp's server."""
-    return str(request.param)
+#: Every proxy here runs on both transports: the front's lane, and aiohttp's server.
+pytestmark = pytest.mark.both_transports
 
 
 HELD_BYTES = 4 << 20

@@ -14,14 +14,11 @@ import pytest
 from aiohttp.test_utils import unused_port
 
 from proxy.emulator import download_chunks
-from tests.helpers.proxies import TRANSPORTS, Proxy, ProxyFactory
+from tests.helpers.proxies import Proxy, ProxyFactory
 from tests.helpers.raw_http import raw_request
 
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    """Every proxy here runs on both transports: the front's lane, and aiohttp's server."""
-    return str(request.param)
+#: Every proxy here runs on both transports: the front's lane, and aiohttp's server.
+pytestmark = pytest.mark.both_transports
 
 
 UUID_PATH = "/meetings/%252FajXp112QmuoKj4854875%253D%253D/recordings"

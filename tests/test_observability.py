@@ -16,7 +16,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.processes import TIMEOUT, running
 from tests.helpers.proxies import (
-    TRANSPORTS,
     Proxy,
     ProxyFactory,
     Zoom,
@@ -24,11 +23,8 @@ from tests.helpers.proxies import (
     proxy_config,
 )
 
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    """Every proxy here runs on both transports: the front's lane, and aiohttp's server."""
-    return str(request.param)
+#: Every proxy here runs on both transports: the front's lane, and aiohttp's server.
+pytestmark = pytest.mark.both_transports
 
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

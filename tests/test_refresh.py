@@ -13,7 +13,6 @@ from cryptography.fernet import Fernet
 
 from tests.helpers.proxies import (
     SESSION_KEY,
-    TRANSPORTS,
     Proxy,
     ProxyFactory,
     get_me,
@@ -21,11 +20,8 @@ from tests.helpers.proxies import (
     sign_in_with_expiring_token,
 )
 
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    """Every proxy here runs on both transports: the front's lane, and aiohttp's server."""
-    return str(request.param)
+#: Every proxy here runs on both transports: the front's lane, and aiohttp's server.
+pytestmark = pytest.mark.both_transports
 
 
 async def test_a_token_expiring_within_the_margin_is_refreshed_before_forwarding(

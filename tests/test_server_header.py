@@ -8,14 +8,11 @@ import pytest
 from aiohttp.test_utils import unused_port
 
 from proxy.http.answers import SERVER
-from tests.helpers.proxies import TRANSPORTS, Proxy, ProxyFactory, signed_in_cookie
+from tests.helpers.proxies import Proxy, ProxyFactory, signed_in_cookie
 from tests.helpers.raw_http import connection, read_answers, request
 
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    """Every proxy here runs on both transports: the front's lane, and aiohttp's server."""
-    return str(request.param)
+#: Every proxy here runs on both transports: the front's lane, and aiohttp's server.
+pytestmark = pytest.mark.both_transports
 
 
 def _assert_anonymous(server: str | None) -> None:

@@ -11,14 +11,11 @@ import aiohttp
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.helpers.proxies import SESSION_KEY, TRANSPORTS, Proxy, ProxyFactory, fetch_with_cookie
+from tests.helpers.proxies import SESSION_KEY, Proxy, ProxyFactory, fetch_with_cookie
 from tests.helpers.raw_http import raw_request
 
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    """Every proxy here runs on both transports: the front's lane, and aiohttp's server."""
-    return str(request.param)
+#: Every proxy here runs on both transports: the front's lane, and aiohttp's server.
+pytestmark = pytest.mark.both_transports
 
 
 async def status_with_cookie(proxy: Proxy, cookie: str) -> tuple[int, str]:
