@@ -51,6 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     ab_parser.add_argument("--seconds", dest="ab_seconds", type=float, help="per wrk run (4)")
     ab_parser.add_argument("--ab-rounds", type=int, help="interleaved rounds (6)")
     ab_parser.add_argument("--out", dest="ab_out", type=Path, help="JSON here")
+    ab_parser.add_argument(
+        "--profile", help="also record each revision with py-spy, into this folder"
+    )
+    ab_parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per request under callgrind instead (repeatable to <1%%)",
+    )
     return parser
 
 
@@ -103,7 +111,12 @@ def _main(argv: Sequence[str] | None) -> int:
             keep_temp=args.keep_temp,
         )
     if args.command == "ab":
-        changes = {"seconds": args.ab_seconds, "rounds": args.ab_rounds}
+        changes = {
+            "seconds": args.ab_seconds,
+            "rounds": args.ab_rounds,
+            "profile": args.profile,
+            "instructions": args.instructions,
+        }
         return ab.main(
             revisions=args.revisions,
             options=dataclasses.replace(ab.Options(), **{k: v for k, v in changes.items() if v}),

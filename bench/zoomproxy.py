@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,22 +89,24 @@ async def start(
     workers: int | None = None,
     session_key: str | None = None,
     repo: Path = REPO,
+    wrapper: Sequence[str] = (),
     **overrides: dict[str, Any],
 ) -> ZoomProxy:
-    """Start zoom-proxy (from the checkout ``repo``) on a free port and wait until
-    ``/healthz`` answers."""
+    """Start zoom-proxy (from the checkout ``repo``, under ``wrapper`` if given: valgrind,
+    say) on a free port and wait until ``/healthz`` answers."""
     port = free_port()
     key = session_key or Fernet.generate_key().decode()
     config_path = temp / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(config(port, endpoints, key, **overrides)))
-    command = [sys.executable, "-m", "proxy", "--config", str(config_path)]
+    command = [*wrapper, sys.executable, "-m", "proxy", "--config", str(config_path)]
     if workers is not None:
         command += ["--workers", str(workers)]
     child = await supervisor.start(
         name, command, cores=cores, cwd=repo, env={"PYTHONUNBUFFERED": "1"}
     )
     proxy = ZoomProxy(child, port, key)
-    await wait_until_healthy(proxy)
+    # Under valgrind, the imports alone take a minute.
+    await wait_until_healthy(proxy, patience=300.0 if wrapper else 20.0)
     return proxy
 
 

@@ -19,8 +19,9 @@ from aiohttp import web
 from proxy.config import ListenSettings, UpstreamSettings
 from proxy.forward.lane import api_lane
 from proxy.http.answers import connection_refusal
-from proxy.http.front import Front, HeadBudget, Job
+from proxy.http.front import Front, Job, Reply
 from proxy.http.heads import MAX_HEAD_SIZE, Head, Limits
+from proxy.http.limits import HeadBudget
 from proxy.http.listen import EagerSite
 from proxy.http.server import (
     BACKLOG,
@@ -34,18 +35,7 @@ from proxy.observe.lifecycle import LIFECYCLE
 from proxy.observe.logs import AccessLogger
 from proxy.web.keys import SETTINGS
 
-#: start() and serve_until_signalled(); and, for tests/test_front_parity.py, which
-#: imports them from here, the server's names (from proxy.http.server).
-__all__ = [
-    "BACKLOG",
-    "MAX_FIELD_SIZE",
-    "MAX_LINE_SIZE",
-    "SERVER_OPTIONS",
-    "ConnectionRules",
-    "ProxyRunner",
-    "serve_until_signalled",
-    "start",
-]
+__all__ = ["SERVER_OPTIONS", "serve_until_signalled", "start"]
 
 
 #: aiohttp's server as the proxy runs it: its connections' options, and the access log
@@ -96,7 +86,7 @@ class _DeclinesAll:
     """The lane of an app whose requests aiohttp answers, every one (Redis sessions, or
     not the proxy): the front still judges each connection's first head."""
 
-    def take(self, head: Head) -> Job | None:
+    def take(self, head: Head, reply: Reply) -> Job | None:
         return None
 
 

@@ -1,4 +1,4 @@
-"""The connection's first reader (proxy/front.py, proxy/fastpath.py), end to end.
+"""The connection's first reader (proxy/http/front.py) and its lane (proxy/forward/lane.py).
 
 Plain signed-in ``/api`` calls are answered without aiohttp's server; at the first
 request the lane declines, the connection goes to aiohttp for good. These tests speak

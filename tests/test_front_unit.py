@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from proxy.errors import NotHttp, ProxyError, error_answer
 from proxy.http.answers import error_bytes
-from proxy.http.front import FrontProtocol, HeadBudget, Job
+from proxy.http.front import FrontProtocol, Job, Reply
 from proxy.http.heads import MAX_LENGTH_DIGITS, Head, Limits, parse_head
+from proxy.http.limits import HeadBudget
 
 LIMITS = Limits(
     max_line_size=200,
@@ -104,7 +105,7 @@ class _DecliningLane:
     """A lane that takes no request: the front refuses each head or hands the connection
     to aiohttp. A stand-in for ``proxy.serve``'s private one, for apps without a lane."""
 
-    def take(self, head: Head) -> Job | None:
+    def take(self, head: Head, reply: Reply) -> Job | None:
         return None
 
 

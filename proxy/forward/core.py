@@ -121,6 +121,7 @@ class ApiCall:
         "raw_target",
         "record",
         "signed_in",
+        "target",
     )
 
     def __init__(
@@ -134,6 +135,7 @@ class ApiCall:
         forwarded_proto: str | None,
         record: RequestRecord,
         signed_in: SignedIn | None = None,
+        target: str | None = None,
     ) -> None:
         self.method = method
         self.raw_target = raw_target
@@ -145,6 +147,8 @@ class ApiCall:
         self.record = record
         #: The session, when the transport has already read it.
         self.signed_in = signed_in
+        #: Where it goes at Zoom, when the transport has already checked its path.
+        self.target = target
         #: ``Set-Cookie`` values the answer carries, whatever it is: the session's new
         #: cookie once its tokens are refreshed.
         self.cookies: list[str] = []
@@ -202,7 +206,7 @@ class Forwarder:
 
     async def forward(self, call: ApiCall, body: RequestBody, answer: Answer) -> None:
         """Send ``call`` to Zoom and its answer to ``answer``."""
-        target = self.target(call.raw_target)
+        target = call.target or self.target(call.raw_target)
         signed_in = call.signed_in or await self._sessions.load(call.cookie_header)
         if signed_in is None:
             raise Unauthenticated()

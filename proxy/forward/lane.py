@@ -27,7 +27,7 @@ import logging
 from aiohttp import web
 
 from proxy.errors import ProxyError, RefreshRejected, UnsafePath, error_answer
-from proxy.forward.core import FORWARDER, ApiCall, Forwarder, RequestBody
+from proxy.forward.core import FORWARDER, NO_BODY, ApiCall, Forwarder, RequestBody
 from proxy.http.answers import SERVER, error_bytes, head_bytes, status_line
 from proxy.http.body import BodyStream, ClientLeft
 from proxy.http.front import Job, Reply
@@ -64,7 +64,7 @@ class ApiLane:
         #: again after a 401 (``upstream.max_replay_body``).
         self.max_whole_body = settings.upstream.max_replay_body
 
-    def take(self, head: Head) -> Job | None:
+    def take(self, head: Head, reply: Reply) -> Job | None:
         first = head.first
         if (
             head.method not in METHODS
@@ -76,14 +76,14 @@ class ApiLane:
         ):
             return None
         try:
-            self.core.target(head.target)
-        except UnsafePath:
+            target = self.core.target(head.target)
+        except UnsafePath:  # aiohttp's router answers these (its 404, not the lane's 400)
             return None
         # Quiet: a cookie that fails here is reported where the request goes next.
         signed_in = self.sessions.read(first.get("cookie", ""), quiet=True)
         if signed_in is None:
             return None
-        return _Taken(self, head, signed_in)
+        return _Taken(self, head, reply, signed_in, target)
 
     def error_bytes(self, call: ApiCall, head: Head, error: ProxyError) -> bytes:
         """The answer for ``error``, as :func:`proxy.web.errors.render_error` gives it
@@ -102,63 +102,73 @@ class ApiLane:
 
 
 class _Taken:
-    """A request the lane took (a :class:`~proxy.http.front.Job`)."""
+    """A request the lane took: the front's :class:`~proxy.http.front.Job`, and the
+    core's :class:`~proxy.forward.core.Answer` as bytes on the client's connection, with
+    the headers aiohttp's server and middleware would add.
 
-    __slots__ = ("head", "lane", "signed_in")
+    One object (and one coroutine) per request, not three: this is the hot path."""
 
-    def __init__(self, lane: ApiLane, head: Head, signed_in: SignedIn) -> None:
+    __slots__ = ("chunked", "head", "lane", "reply", "request_id", "signed_in", "status", "target")
+
+    def __init__(
+        self, lane: ApiLane, head: Head, reply: Reply, signed_in: SignedIn, target: str
+    ) -> None:
         self.lane = lane
         self.head = head
+        self.reply = reply
         self.signed_in = signed_in
+        self.target = target
+        self.request_id = "-"
+        #: The status answered, once the head is written.
+        self.status: int | None = None
+        #: Whether the body is framed in chunks (Zoom gave no length).
+        self.chunked = False
 
-    async def answer(self, body: bytes | BodyStream, reply: Reply) -> None:
-        if isinstance(body, bytes):
-            payload = RequestBody(replay=body)
-        else:
-            payload = RequestBody(None, body, self.head.content_length)
-        await self._run(reply, payload)
+    # the front's Job
 
-    async def refuse(self, error: ProxyError, reply: Reply) -> None:
-        await self._run(reply, error)
-
-    async def _run(self, reply: Reply, body: RequestBody | ProxyError) -> None:
+    async def answer(self, body: bytes | BodyStream | ProxyError) -> None:
         """Forward ``body``, or refuse with the error in its place; the request is
         recorded, counted and logged as aiohttp's middleware and access log would."""
-        lane, head = self.lane, self.head
+        lane, head, reply = self.lane, self.head, self.reply
         loop = asyncio.get_running_loop()
         started = loop.time()
         first = head.first
         record = lane.requests.begin(head.method, head.target, first.get("x-request-id"))
+        self.request_id = record.request_id
         call = ApiCall(
             head.method,
             head.target,
             head.headers,
-            _connection_values(head),
+            _connection_values(head) if "connection" in first else (),
             cookie_header=first.get("cookie", ""),
             forwarded_proto=first.get("x-forwarded-proto"),
             record=record,
             signed_in=self.signed_in,
+            target=self.target,
         )
-        answer = _BytesAnswer(head, reply, record.request_id)
         # Counted as failed unless answered; not at all when the client left mid-body.
         counted: int | None = 500
         try:
             try:
                 if isinstance(body, ProxyError):
                     raise body
-                await lane.core.forward(call, body, answer)
+                if isinstance(body, bytes):  # most API calls have none
+                    payload = RequestBody(replay=body) if body else NO_BODY
+                else:
+                    payload = RequestBody(None, body, head.content_length)
+                await lane.core.forward(call, payload, self)
             except ProxyError as error:
-                if answer.status is None:
-                    answer.status = error.status
+                if self.status is None:
+                    self.status = error.status
                     reply.write(lane.error_bytes(call, head, error))
                 else:  # the answer has started: it cannot change now
-                    answer.cut_off()
-            counted = answer.status
+                    self.cut_off()
+            counted = self.status
         except ClientLeft:  # mid-body: there is nobody to answer
             counted = None
             reply.close()
         except ConnectionError:  # while its answer was written: counted, not logged
-            counted = answer.status
+            counted = self.status
             raise
         finally:
             lane.requests.end(record, counted)
@@ -171,21 +181,11 @@ class _Taken:
                 forwarded_for=first.get("x-forwarded-for"),
             )
 
+    #: A body that never came whole (:class:`~proxy.errors.ClientTooSlow`) is answered
+    #: the same way, the error in the body's place.
+    refuse = answer
 
-class _BytesAnswer:
-    """The core's :class:`~proxy.forward.core.Answer` as bytes on the client's
-    connection, with the headers aiohttp's server and middleware would add."""
-
-    __slots__ = ("chunked", "head", "reply", "request_id", "status")
-
-    def __init__(self, head: Head, reply: Reply, request_id: str) -> None:
-        self.head = head
-        self.reply = reply
-        self.request_id = request_id
-        #: The status answered, once the head is written.
-        self.status: int | None = None
-        #: Whether the body is framed in chunks (Zoom gave no length).
-        self.chunked = False
+    # the core's Answer
 
     def whole(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         lines = self._head_lines(status, headers, body=bool(body))
@@ -249,8 +249,6 @@ class _BytesAnswer:
 
 
 def _connection_values(head: Head) -> list[str]:
-    if "connection" not in head.first:
-        return []
     return [value for name, value in head.headers if name.lower() == "connection"]
 
 

@@ -43,16 +43,14 @@ from proxy.errors import (
 from proxy.http.body import BodyStream, ClientLeft
 from proxy.http.flow import WriteFlow
 from proxy.http.heads import Head, Limits, parse_head
+from proxy.http.limits import KEEPALIVE_TIMEOUT, HeadBudget, HeadWatch
 
 log = logging.getLogger(__name__)
 
-#: Seconds an idle keep-alive connection is kept (aiohttp's connections are told the
-#: same in proxy.serve; nginx's default is 75 s too).
-KEEPALIVE_TIMEOUT = 75.0
 #: Bytes read ahead of the request being answered before reading pauses.
 _READ_AHEAD = 1 << 16
 #: Bytes of a streamed body read ahead of its job before reading pauses (as aiohttp's
-#: ``read_bufsize`` in :mod:`proxy.serve`).
+#: ``read_bufsize`` in :data:`proxy.http.server.CONNECTION_OPTIONS`).
 _BODY_AHEAD = 1 << 19
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: A request line's bytes beside its target: the longest method, spaces, the version.
@@ -60,12 +58,12 @@ _REQUEST_LINE_EXTRA = len("OPTIONS  HTTP/1.1")
 
 
 class Job(Protocol):
-    """A request a lane took, answered once its body is here."""
+    """A request a lane took, answered on its :class:`Reply` once its body is here."""
 
-    async def answer(self, body: bytes | BodyStream, reply: Reply) -> None:
+    async def answer(self, body: bytes | BodyStream) -> None:
         """Answer, given the body: whole (up to ``max_whole_body``), or as it arrives."""
 
-    async def refuse(self, error: ProxyError, reply: Reply) -> None:
+    async def refuse(self, error: ProxyError) -> None:
         """Answer ``error`` instead: the body never came whole (:class:`ClientTooSlow`)."""
 
 
@@ -75,7 +73,7 @@ class _Request:
 
     __slots__ = ("body_moved", "body_whole", "head", "job", "size", "stream", "task")
 
-    def __init__(self, job: Job, head: Head, head_size: int, now: float) -> None:
+    def __init__(self, job: Job, head: Head, head_size: int) -> None:
         self.job = job
         self.head = head
         #: Its bytes in the buffer: the head, and a body read whole.
@@ -84,8 +82,8 @@ class _Request:
         self.stream: BodyStream | None = None
         #: Answering it, once its body is here (or streaming).
         self.task: asyncio.Task[None] | None = None
-        #: When its body last moved.
-        self.body_moved = now
+        #: When its body last moved (set once it is awaited).
+        self.body_moved = 0.0
         #: Whether its body was read whole (the next request starts after it).
         self.body_whole = False
 
@@ -101,69 +99,6 @@ class _Request:
         """Whether the connection is waiting for its body to arrive."""
         stream = self.stream
         return self.task is None or (stream is not None and stream.unread > 0)
-
-
-#: Bytes of partial request heads held over all of a front's connections (each holds at
-#: most ``max_head_size``): 256 slow clients at the largest head, or many more smaller.
-HEAD_BUDGET = 16 << 20
-
-
-class HeadBudget:
-    """The bytes of partial request heads held over all connections, against a limit."""
-
-    __slots__ = ("held", "limit", "peak")
-
-    def __init__(self, limit: int = HEAD_BUDGET) -> None:
-        self.limit = limit
-        self.held = 0
-        #: The most ever held at once.
-        self.peak = 0
-
-    def change(self, before: int, after: int) -> bool:
-        """A head held ``before`` bytes and now ``after``; whether that fits."""
-        held = self.held - before + after
-        if after > before and held > self.limit:
-            self.held -= before
-            return False
-        self.held = held
-        self.peak = max(self.peak, held)
-        return True
-
-
-class HeadWatch:
-    """One connection's request head while it arrives, on either transport: timed from
-    its first held byte (``on_timeout`` then refuses it), its bytes counted in the
-    :class:`HeadBudget` shared by every connection."""
-
-    __slots__ = ("_budget", "_on_timeout", "_timeout", "_timer", "held")
-
-    def __init__(self, budget: HeadBudget, timeout: float, on_timeout: Callable[[], None]) -> None:
-        self._budget = budget
-        self._timeout = timeout
-        self._on_timeout = on_timeout
-        self._timer: asyncio.TimerHandle | None = None
-        #: Bytes of the head counted in the budget.
-        self.held = 0
-
-    def hold(self, size: int) -> bool:
-        """The head has ``size`` bytes now; whether they fit in the budget (if not, it
-        holds none)."""
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._timeout, self._on_timeout)
-        if self._budget.change(self.held, size):
-            self.held = size
-            return True
-        self.held = 0
-        return False
-
-    def end(self) -> None:
-        """The head is whole, refused or gone: it no longer counts, nor is it timed."""
-        if self.held:
-            self._budget.change(self.held, 0)
-            self.held = 0
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
 
 class _PartialHead:
@@ -207,8 +142,9 @@ Refusal = Callable[[ProxyError, "str | None"], bytes]
 class Lane(Protocol):
     """What answers the requests it can, on the connection's first reader."""
 
-    def take(self, head: Head) -> Job | None:
-        """A job for this request, or ``None`` to leave it (and the connection) to aiohttp."""
+    def take(self, head: Head, reply: Reply) -> Job | None:
+        """A job for this request, answering on ``reply``; or ``None`` to leave it (and
+        the connection) to aiohttp."""
 
 
 class Reply:
@@ -222,11 +158,6 @@ class Reply:
         self.peer: str | None = peer[0] if isinstance(peer, tuple) else None
         #: Whether the client keeps up with what was written to it.
         self.flow = WriteFlow()
-
-    @property
-    def paused(self) -> bool:
-        """Whether the client has fallen behind what was written to it."""
-        return self.flow.paused
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)
@@ -365,13 +296,13 @@ class FrontProtocol(asyncio.Protocol):
             if isinstance(head, ProxyError):
                 self._refuse(head)
                 return
-            job = None if head is None else self._lane.take(head)
+            job = None if head is None else self._lane.take(head, self._reply)  # type: ignore[arg-type]
             if head is None or job is None:
                 self._hand_over()
                 return
             if head.expects_continue:
                 self._transport.write(_CONTINUE)  # type: ignore[union-attr]
-            request = self._request = _Request(job, head, end + 4, self._loop_time())
+            request = self._request = _Request(job, head, end + 4)
         head = request.head
         if self._client_done and len(buffer) < request.size + head.content_length:
             self._close()  # its body will never come whole
@@ -383,7 +314,7 @@ class FrontProtocol(asyncio.Protocol):
             request.size = 0
             request.body_moved = self._loop_time()
             self._stall_check()
-            self._start(request, request.job.answer(stream, self._reply))  # type: ignore[arg-type]
+            self._start(request, request.job.answer(stream))
             return
         size = request.size + head.content_length
         if len(buffer) >= size:
@@ -391,7 +322,7 @@ class FrontProtocol(asyncio.Protocol):
             body = bytes(buffer[request.size : size])
             request.size = size
             request.body_whole = True
-            self._start(request, request.job.answer(body, self._reply))  # type: ignore[arg-type]
+            self._start(request, request.job.answer(body))
         elif self._stall_timer is None:
             request.body_moved = self._loop_time()
             self._stall_check()
@@ -405,7 +336,7 @@ class FrontProtocol(asyncio.Protocol):
         assert reply is not None
         try:
             await answering
-            if reply.paused:
+            if reply.flow.paused:
                 # A client that reads nothing is sent nothing more: pipelined requests
                 # would otherwise pile answers up in the transport's buffer.
                 await reply.drain()
@@ -503,7 +434,7 @@ class FrontProtocol(asyncio.Protocol):
             request.stream.fail(ClientTooSlow())
         else:  # a body to be read whole
             request.size = len(self._buffer)
-            self._start(request, request.job.refuse(ClientTooSlow(), self._reply))  # type: ignore[arg-type]
+            self._start(request, request.job.refuse(ClientTooSlow()))
 
     def _stop_stall_timer(self) -> None:
         if self._stall_timer is not None:

@@ -36,8 +36,8 @@ from proxy.errors import (
     error_answer,
 )
 from proxy.http.answers import SERVER, log_connection_refusal
-from proxy.http.front import KEEPALIVE_TIMEOUT, HeadBudget, HeadWatch
 from proxy.http.heads import MAX_HEAD_SIZE, framing_refusal
+from proxy.http.limits import KEEPALIVE_TIMEOUT, HeadBudget, HeadWatch
 from proxy.http.seams import Handler, HandlerRunner, line_limit
 
 __all__ = [

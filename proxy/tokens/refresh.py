@@ -86,11 +86,13 @@ class Refresher:
         return newest
 
     def usable(self, tokens: Tokens) -> bool:
-        """Whether :meth:`fresh` would return ``tokens`` themselves, at once."""
-        self._forget_expired()
-        return tokens.refresh_token not in self._successors and not tokens.expires_within(
-            self._margin
-        )
+        """Whether :meth:`fresh` would return ``tokens`` themselves, at once (asked of
+        every forwarded call, so it calls nothing when there are no successors)."""
+        if self._successors:
+            self._forget_expired()
+            if tokens.refresh_token in self._successors:
+                return False
+        return not tokens.expires_within(self._margin)
 
     async def fresh(self, tokens: Tokens, *, session_id: str | None = None) -> Tokens:
         """Tokens good to forward with: a successor, or a proactive refresh near expiry.
