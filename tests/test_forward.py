@@ -71,11 +71,13 @@ async def test_double_encoded_meeting_uuids_arrive_byte_for_byte(signed_in: Prox
         "/api/users/..%2fx",
         "/api/users/..;/x",
         "/api//evil.example/x",
-        "/api/a%2Fb",
+        "/api/a%2F%2Fb",
+        "/api/%2Fusers",
+        "/api/users%2F..%2F..%2Foauth/token",
         "/api/users/.%00",
     ],
 )
-async def test_dot_segments_and_encoded_slashes_are_400_and_never_reach_zoom(
+async def test_dot_and_empty_segments_are_400_and_never_reach_zoom(
     signed_in: Proxy, path: str
 ) -> None:
     before = len(signed_in.zoom.emulator.api_requests)

@@ -7,7 +7,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.errors import UnsafePath
 from proxy.forward import headers as headers_module
-from proxy.forward.core import upstream_target
+from proxy.forward.core import about_the_token, upstream_target
 from proxy.forward.headers import (
     NAMES_CACHED,
     request_headers_for_zoom,
@@ -114,13 +114,20 @@ def test_the_upstream_target_keeps_path_and_query_byte_for_byte() -> None:
     assert target == "/v2/meetings/%252FajXp%252F%252Fab%253D%253D/recordings?a=%2F%20b&c"
 
 
+def test_a_uuid_with_one_slash_encoded_once_makes_its_upstream_target_unchanged() -> None:
+    raw = "/api/past_meetings/Gx3Zp9%2FkQ0a1b2c3d4e5f6%3D%3D/participants?page_size=30"
+    target = upstream_target("/v2", raw)
+    assert target == "/v2/past_meetings/Gx3Zp9%2FkQ0a1b2c3d4e5f6%3D%3D/participants?page_size=30"
+
+
 @pytest.mark.parametrize(
     "raw",
     [
         "/api/../oauth/token",
         "/api/users/%2e%2e/x",
         "/api//users",
-        "/api/a%2Fb",
+        "/api/a%2F%2Fb",
+        "/api/a%2F..%2Fb",
         "/api/",
         "/api%2Fusers",
         "/apix/users",
@@ -165,3 +172,26 @@ def test_a_flood_of_invented_names_is_still_filtered_and_never_grows_the_caches(
 def test_a_header_named_by_connection_is_dropped_whatever_its_case() -> None:
     result = from_zoom(("Connection", "keep-alive, X-Hop"), ("x-hop", "1"), ("X-Kept", "2"))
     assert list(result.items()) == [("X-Kept", "2")]
+
+
+@pytest.mark.parametrize(
+    ("body", "about_token"),
+    [
+        (b'{"code":124,"message":"Access token is expired."}', True),
+        (b'{"code":"124","message":"Invalid access token."}', True),
+        (b'{"code":1010,"message":"User does not belong to this account"}', False),
+        (b'{"code":4711,"message":"Invalid access token, does not contain scopes."}', False),
+        (b'{"message":"Unauthorized"}', True),
+        (b"Unauthorized", True),
+        (b"", True),
+        (None, True),
+        (b"\xff\xfe{", True),
+        (b"[124]", True),
+        (b"[" * 100_000, True),
+        (b'{"code": 1e999999}', False),
+    ],
+)
+def test_a_401_is_about_the_token_only_with_code_124_or_no_zoom_error(
+    body: bytes | None, about_token: bool
+) -> None:
+    assert about_the_token(body) is about_token

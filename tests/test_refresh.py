@@ -54,6 +54,88 @@ async def test_an_upstream_401_refreshes_and_retries_once(signed_in: Proxy) -> N
     assert set_session_cookie(response)
 
 
+async def test_a_401_about_the_resource_passes_through_without_refresh_or_replay(
+    signed_in: Proxy,
+) -> None:
+    """Zoom's code 1010 ("User does not belong to this account") is about the webinar:
+    new tokens would get the same answer."""
+    emulator = signed_in.zoom.emulator
+    before = len(emulator.api_requests)
+    async with signed_in.client.get(f"{signed_in.url}/api/past_webinars/93123/polls") as response:
+        assert response.status == 401
+        assert await response.json() == {
+            "code": 1010,
+            "message": "User does not belong to this account",
+        }
+        assert not set_session_cookie(response)
+    assert len(emulator.api_requests) == before + 1
+    assert emulator.counters["refresh_ok"] == 0
+
+
+async def test_three_resource_401s_rotate_no_refresh_token(signed_in: Proxy) -> None:
+    cookie = signed_in.cookie_header()
+    for _ in range(3):
+        async with signed_in.client.get(
+            f"{signed_in.url}/api/past_webinars/93123/polls", headers={"Cookie": cookie}
+        ) as response:
+            assert response.status == 401
+    assert signed_in.zoom.emulator.counters["refresh_ok"] == 0
+    assert (await get_me(signed_in, cookie)).status == 200
+
+
+async def test_a_post_refused_with_a_resource_401_is_sent_once(signed_in: Proxy) -> None:
+    emulator = signed_in.zoom.emulator
+    before = len(emulator.api_requests)
+    async with signed_in.client.post(
+        f"{signed_in.url}/api/_test/unauthorized?code=1010", data=b'{"topic": "once"}'
+    ) as response:
+        assert response.status == 401
+        assert (await response.json())["code"] == 1010
+    assert len(emulator.api_requests) == before + 1
+    assert emulator.counters["refresh_ok"] == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "body"),
+    [
+        ("?code=124", b'{"code": 124, "message": "Unauthorized"}'),
+        ("", b"Unauthorized"),
+        ("?code=none", b'{"message": "Unauthorized"}'),
+    ],
+    ids=["code-124", "plain-text", "json-without-code"],
+)
+async def test_a_401_about_the_token_refreshes_and_replays_once(
+    signed_in: Proxy, query: str, body: bytes
+) -> None:
+    """Code 124, or no Zoom JSON error at all: a refresh may cure it. Here Zoom keeps
+    refusing, so the replay's 401 reaches the client, with the refreshed session."""
+    emulator = signed_in.zoom.emulator
+    before = len(emulator.api_requests)
+    async with signed_in.client.post(
+        f"{signed_in.url}/api/_test/unauthorized{query}", data=b"replayable"
+    ) as response:
+        assert response.status == 401
+        assert await response.read() == body
+        assert set_session_cookie(response)
+    first, replay = emulator.api_requests[before:]
+    assert first.body_sha256 == replay.body_sha256 == hashlib.sha256(b"replayable").hexdigest()
+    assert emulator.counters["refresh_ok"] == 1
+
+
+async def test_a_resource_401_to_a_body_too_big_to_replay_keeps_the_session(
+    make_proxy: ProxyFactory,
+) -> None:
+    proxy = await make_proxy(upstream={"max_replay_body": 100})
+    await proxy.sign_in()
+    async with proxy.client.put(
+        f"{proxy.url}/api/_test/unauthorized?code=1010", data=b"x" * 1000
+    ) as response:
+        assert response.status == 401
+        assert (await response.json())["code"] == 1010
+        assert not set_session_cookie(response)
+    assert proxy.zoom.emulator.counters["refresh_ok"] == 0
+
+
 async def test_a_replayable_post_body_is_sent_again_after_a_refresh(signed_in: Proxy) -> None:
     signed_in.zoom.emulator.expire_access_tokens()
     body = b'{"topic": "replayed"}' * 1000

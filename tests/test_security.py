@@ -185,6 +185,12 @@ def test_safe_next_refuses_encoding_nested_too_deep() -> None:
         "users/%7Ename",
         "users/%ff",
         "users/a%2Eb",
+        # A meeting UUID with one "/" inside, encoded once, as Zoom documents it.
+        "past_meetings/Gx3Zp9%2FkQ0a1b2c3d4e5f6%3D%3D",
+        "meetings/Gx3Zp9%2fkQ0a1b2c3d4e5f6%3D%3D/recordings",
+        "users%2Fme",
+        "users%2fme",
+        "users/me%2F",
     ],
 )
 def test_api_path_accepted(path: str) -> None:
@@ -225,8 +231,13 @@ def test_api_path_double_encoded_uuid_accepted_exactly() -> None:
         "users\\me",
         "users%5cme",
         "users%5Cme",
-        "users%2Fme",
-        "users%2fme",
+        "users/%2F",
+        "%2Fusers",
+        "users%2F%2Fme",
+        "users/%2Fme",
+        "users%2F..%2Fadmin",
+        "users%2F.%2Fme",
+        "users/me%2F%2F",
         "users/me%00",
         "users/me%0a",
         "users/me%0D%0AX-Injected:1",

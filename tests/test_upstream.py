@@ -1216,3 +1216,53 @@ async def test_a_request_after_close_is_unreachable(serve: Serve, pools: Pools) 
     with pytest.raises(UpstreamUnreachable):
         await asyncio.wait_for(pool.request("GET", "/x", [], None), GUARD)
     assert server.requests == []
+
+
+def chunked_answer(payload: bytes, piece: int = 4096) -> Handler:
+    """One 200 with ``payload`` in chunks of ``piece`` bytes, then "ok" to the rest."""
+
+    async def handler(conn: Conn) -> None:
+        await conn.read_request()
+        conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for start in range(0, len(payload), piece):
+            part = payload[start : start + piece]
+            conn.send(b"%x\r\n%b\r\n" % (len(part), part))
+            await conn.writer.drain()
+        conn.send(b"0\r\n\r\n")
+        await answer_all(conn)
+
+    return handler
+
+
+async def test_read_at_most_gives_a_small_chunked_body_whole(serve: Serve, pools: Pools) -> None:
+    payload = random.Random(3).randbytes(10_000)
+    server = await serve(chunked_answer(payload))
+    response = await asyncio.wait_for(pools(server.origin).request("GET", "/", [], None), GUARD)
+    assert await asyncio.wait_for(response.read_at_most(10_000), GUARD) == payload
+    response.release()
+
+
+async def test_a_body_over_read_at_most_still_arrives_whole_from_chunks(
+    serve: Serve, pools: Pools
+) -> None:
+    """What was read to find the body too large is not lost: it comes first."""
+    payload = random.Random(5).randbytes(100_000)
+    server = await serve(chunked_answer(payload))
+    pool = pools(server.origin)
+    response = await asyncio.wait_for(pool.request("GET", "/", [], None), GUARD)
+    assert await asyncio.wait_for(response.read_at_most(10_000), GUARD) is None
+    received = b"".join([chunk async for chunk in response.chunks()])
+    response.release()
+    assert received == payload
+    assert await fetch(pool) == b"ok"  # the connection ended where its framing said
+
+
+async def test_read_at_most_reads_nothing_of_a_body_whose_length_is_over_it(
+    serve: Serve, pools: Pools
+) -> None:
+    payload = random.Random(7).randbytes(100_000)
+    server = await serve(answers_in_pieces(payload))
+    response = await asyncio.wait_for(pools(server.origin).request("GET", "/", [], None), GUARD)
+    assert await asyncio.wait_for(response.read_at_most(10_000), GUARD) is None
+    assert await asyncio.wait_for(response.read(), GUARD) == payload
+    response.release()

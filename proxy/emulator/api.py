@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from proxy.emulator import meetings
 from proxy.emulator.models import EmulatedUser, InvalidAccessToken, RecordedRequest
 
 if TYPE_CHECKING:
@@ -50,6 +51,14 @@ def download_chunks(size: int, start: int = 0) -> Iterator[bytes]:
 
 def _api_error(status: int, code: int, message: str) -> web.Response:
     return web.json_response({"code": code, "message": message}, status=status)
+
+
+def _json_object(body: bytes | None) -> dict[str, Any] | None:
+    try:
+        fields = json.loads(body) if body else None
+    except ValueError:
+        return None
+    return fields if isinstance(fields, dict) else None
 
 
 def _size_param(request: web.Request) -> int | None:
@@ -115,7 +124,11 @@ class ApiRoutes:
         router.add_get("/users/me", self.users_me)
         router.add_get("/users/me/meetings", self.list_meetings)
         router.add_post("/users/me/meetings", self.create_meeting)
+        router.add_route("*", "/meetings/{tail:.+}", self.meeting)
+        router.add_get("/past_meetings/{tail:.+}", self.past_meeting)
+        router.add_get("/past_webinars/{tail:.+}", self.past_webinar)
         router.add_route("*", "/_test/echo/{tail:.*}", self.echo)
+        router.add_route("*", "/_test/unauthorized", self.unauthorized)
         router.add_get("/_test/download", self.download)
         router.add_get("/_test/chunked", self.chunked)
         router.add_post("/_test/upload", self.upload)
@@ -152,23 +165,19 @@ class ApiRoutes:
         return web.json_response(request[_USER].as_json())
 
     async def list_meetings(self, request: web.Request) -> web.StreamResponse:
-        meetings = self._emulator.meetings.get(request[_USER].id, [])
+        listed = self._emulator.meetings.get(request[_USER].id, [])
         return web.json_response(
             {
                 "page_size": PAGE_SIZE,
-                "total_records": len(meetings),
+                "total_records": len(listed),
                 "next_page_token": "",
-                "meetings": meetings[:PAGE_SIZE],
+                "meetings": listed[:PAGE_SIZE],
             }
         )
 
     async def create_meeting(self, request: web.Request) -> web.StreamResponse:
-        body = request[_BODY]
-        try:
-            fields = json.loads(body) if body else None
-        except ValueError:
-            fields = None
-        if not isinstance(fields, dict):
+        fields = _json_object(request[_BODY])
+        if fields is None:
             return _api_error(400, 300, "Request Body should be a valid JSON object.")
         topic = fields.get("topic", "Zoom Meeting")
         if not isinstance(topic, str):
@@ -193,6 +202,65 @@ class ApiRoutes:
         }
         self._emulator.meetings.setdefault(user.id, []).append(meeting)
         return web.json_response(meeting, status=201)
+
+    def _meeting(self, request: web.Request, segment: str) -> dict[str, Any] | None:
+        user_meetings = self._emulator.meetings.get(request[_USER].id, [])
+        return meetings.find(user_meetings, meetings.meeting_key(segment))
+
+    async def meeting(self, request: web.Request) -> web.StreamResponse:
+        """``/meetings/{meetingId}``: GET, PATCH (204), DELETE (204); and GET
+        ``/meetings/{meetingId or UUID}/recordings`` (none are ever recorded here)."""
+        parts = meetings.segments(request.raw_path)[1:]
+        found = self._meeting(request, parts[0])
+        if found is None:
+            return _api_error(404, 3001, f"Meeting does not exist: {parts[0]}.")
+        if parts[1:] == ["recordings"] and request.method == "GET":
+            return _api_error(404, 3301, "There is no recording for this meeting.")
+        if parts[1:] or request.method not in ("GET", "PATCH", "DELETE"):
+            raise web.HTTPNotFound()
+        if request.method == "GET":
+            return web.json_response(found)
+        if request.method == "DELETE":
+            self._emulator.meetings[request[_USER].id].remove(found)
+            return web.Response(status=204)
+        fields = _json_object(request[_BODY])
+        if fields is None:
+            return _api_error(400, 300, "Request Body should be a valid JSON object.")
+        refused = meetings.update(found, fields)
+        if refused is not None:
+            return _api_error(400, 300, f"Invalid field: {refused}.")
+        return web.Response(status=204)
+
+    async def past_meeting(self, request: web.Request) -> web.StreamResponse:
+        """``/past_meetings/{meetingUUID}``: the meeting, found by its UUID however the
+        client encoded it."""
+        parts = meetings.segments(request.raw_path)[1:]
+        if len(parts) != 1:
+            raise web.HTTPNotFound()
+        found = self._meeting(request, parts[0])
+        if found is None:
+            return _api_error(404, 3001, f"Meeting does not exist: {parts[0]}.")
+        return web.json_response(
+            {key: found[key] for key in ("uuid", "id", "host_id", "topic", "type", "duration")}
+        )
+
+    async def past_webinar(self, request: web.Request) -> web.StreamResponse:
+        """A route where Zoom's 401 is about the resource, not the token: the emulated
+        account has no webinars, so every past webinar belongs to another account."""
+        self._emulator.count("api_401_not_token")
+        return _api_error(401, 1010, "User does not belong to this account")
+
+    async def unauthorized(self, request: web.Request) -> web.StreamResponse:
+        """A 401 whatever the token: Zoom's JSON error with ``?code=N``; with
+        ``?code=none``, JSON without a code; with no ``code``, plain text (as a gateway
+        in front of Zoom might send)."""
+        self._emulator.count("api_401_test")
+        code = request.query.get("code")
+        if code is None:
+            return web.Response(status=401, text="Unauthorized")
+        if not code.isdigit():
+            return web.json_response({"message": "Unauthorized"}, status=401)
+        return _api_error(401, int(code), "Unauthorized")
 
     async def echo(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(request[_RECORD].as_json())

@@ -9,7 +9,8 @@ core gives their :class:`Answer`; everything else is decided here, once:
 * who the caller is (the session in the ``Cookie`` header);
 * where the call goes (:func:`upstream_target`: byte for byte under Zoom's base path);
 * which tokens it carries (fresh, or refreshed before expiry);
-* what Zoom's 401 means (one refresh, and one replay when the body was kept whole);
+* what Zoom's 401 means: when it is about the token (:func:`about_the_token`), one
+  refresh, and one replay when the body was kept whole; else nothing but itself;
 * how the answer is planned (Zoom's headers, the session's new cookie, the body whole
   or streamed).
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -44,6 +46,8 @@ from proxy.web.untrusted import is_safe_api_path
 API_PREFIX = "/api/"
 #: Answers up to this size are read whole and written with their head at once.
 SMALL_BODY = 1 << 16
+#: Zoom's error code for an invalid or expired access token.
+_TOKEN_ERROR_CODE = "124"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -218,13 +222,17 @@ class Forwarder:
             self._keep(call, signed_in, tokens)
         upstream = await self._send(call, target, tokens, body)
         try:
+            seen = None
             if upstream.status == 401:
-                tokens = await refresher.after_401(tokens, session_id=signed_in.id)
-                self._keep(call, signed_in, tokens)
-                if body.replayable:
-                    upstream.release()
-                    upstream = await self._send(call, target, tokens, body)
-            await _relay(call, upstream, answer)
+                seen = None if upstream.bodiless else await _read_401(upstream)
+                if about_the_token(seen):
+                    tokens = await refresher.after_401(tokens, session_id=signed_in.id)
+                    self._keep(call, signed_in, tokens)
+                    if body.replayable:
+                        upstream.release()
+                        upstream = await self._send(call, target, tokens, body)
+                        seen = None
+            await _relay(call, upstream, answer, seen)
         finally:
             upstream.release()
 
@@ -261,11 +269,41 @@ class Forwarder:
 FORWARDER = web.AppKey("forwarder", Forwarder)
 
 
-async def _relay(call: ApiCall, upstream: Response, answer: Answer) -> None:
-    """Zoom's answer to the client: whole when small, else streamed as it arrives."""
+def about_the_token(body: bytes | None) -> bool:
+    """Whether a 401 whose body is ``body`` (``None``: none read) is about the access
+    token, so that a refresh may cure it: Zoom's JSON error with ``code`` 124 ("Access
+    token is expired", or invalid), or no such JSON at all. Any other code (1010, "User
+    does not belong to this account") is Zoom's word on the resource, which new tokens
+    would not change."""
+    try:
+        error = json.loads(body) if body else None
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return True
+    if not isinstance(error, dict) or "code" not in error:
+        return True
+    return str(error["code"]) == _TOKEN_ERROR_CODE
+
+
+async def _read_401(upstream: Response) -> bytes | None:
+    """A 401's body, for :func:`about_the_token`, if it is small enough to be Zoom's
+    JSON error (a larger one is streamed on as it is)."""
+    try:
+        return await upstream.read_at_most(SMALL_BODY)
+    except BodyBrokeOff as exc:
+        raise UpstreamUnreachable("Zoom's answer broke off.") from exc
+
+
+async def _relay(
+    call: ApiCall, upstream: Response, answer: Answer, whole: bytes | None = None
+) -> None:
+    """Zoom's answer to the client: whole when small (or already read, ``whole``), else
+    streamed as it arrives."""
     headers = headers_for_client(upstream.headers)
     if call.cookies:
         headers += [("Set-Cookie", value) for value in call.cookies]
+    if whole is not None:
+        answer.whole(upstream.status, headers, whole)
+        return
     length = upstream.content_length
     if not upstream.bodiless and length is not None and length <= SMALL_BODY:
         answer.whole(

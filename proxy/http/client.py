@@ -86,6 +86,7 @@ class Response:
     __slots__ = (
         "_connection",
         "_length",
+        "_read_ahead",
         "_released",
         "_upstream_framed",
         "bodiless",
@@ -105,6 +106,8 @@ class Response:
         #: As Zoom sent them: names and values are bytes, in order, repeats kept.
         self.headers = headers
         self._length: int | None = None
+        #: What :meth:`read_at_most` read of a body it found too large, for :meth:`chunks`.
+        self._read_ahead = b""
         #: False when the body runs to the end of the connection (no length, not chunked).
         self._upstream_framed = False
         for name, value in headers:
@@ -132,9 +135,28 @@ class Response:
             pieces.append(piece)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
+    async def read_at_most(self, limit: int) -> bytes | None:
+        """The whole body if it is at most ``limit`` bytes; else ``None``, and what was
+        read to find that out comes first from :meth:`chunks`. A body whose length says
+        it is larger is not read at all."""
+        if self._length is not None:
+            return None if self._length > limit else await self.read()
+        pieces: list[bytes] = []
+        size = 0
+        while piece := await self._connection.next_body_chunk():
+            pieces.append(piece)
+            size += len(piece)
+            if size > limit:
+                self._read_ahead = b"".join(pieces)
+                return None
+        return b"".join(pieces)
+
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives, the pieces buffered meanwhile joined into one."""
         connection = self._connection
+        if self._read_ahead:
+            read_ahead, self._read_ahead = self._read_ahead, b""
+            yield read_ahead
         while True:
             chunk = await connection.next_body_chunk()
             if not chunk:

@@ -38,7 +38,6 @@ _ORIGIN_RE = re.compile(
     re.IGNORECASE,
 )
 _BAD_PERCENT_RE = re.compile(r"%(?![0-9a-fA-F]{2})")
-_ENCODED_SEPARATOR_RE = re.compile(r"%(?:2f|5c)", re.IGNORECASE)
 _CROSS_ORIGIN_FETCH_SITES = frozenset({"cross-site", "same-site"})
 
 
@@ -78,18 +77,26 @@ def is_safe_api_path(raw_path: str) -> bool:
 
     >>> is_safe_api_path("meetings/%252FajXp%253D%253D/recordings")
     True
+    >>> is_safe_api_path("past_meetings/Gx3Zp9%2FkQ0a1b2c3d4e5f6%3D%3D")
+    True
     >>> is_safe_api_path("users/%2e%2e/admin")
     False
+    >>> is_safe_api_path("users/..%2Fadmin")
+    False
 
-    After one percent-decoding no segment may be empty, ``.`` or ``..`` (also with
-    ``;`` parameters, which some servers strip before resolving dot segments), and no
-    backslash or control character may appear. One trailing ``/`` is allowed, since it
-    adds no segment. A single-encoded ``%2F`` or ``%5C`` is rejected outright: Zoom
-    asks clients to double-encode slashes inside IDs, so a single-encoded one is either
-    a mistake or an attempt to make a gateway upstream route on a different path than
-    the one checked here.
+    Judged on the path as one percent-decoding makes it, where an encoded ``%2F``
+    separates segments like a ``/``: no segment may be empty, ``.`` or ``..`` (also
+    with ``;`` parameters, which some servers strip before resolving dot segments), and
+    no backslash or control character may appear. One trailing ``/`` is allowed, since
+    it adds no segment.
+
+    A ``%2F`` inside a segment is not refused by itself: Zoom asks clients to encode a
+    meeting UUID with one ``/`` in the middle once (``encodeURIComponent`` does), and to
+    double-encode only one that begins with ``/`` or holds ``//``. Whatever a gateway
+    upstream makes of a ``%2F``, decoded or not, it cannot climb out of the base path or
+    reach an empty segment, since neither form has one.
     """
-    if not raw_path or _BAD_PERCENT_RE.search(raw_path) or _ENCODED_SEPARATOR_RE.search(raw_path):
+    if not raw_path or _BAD_PERCENT_RE.search(raw_path):
         return False
     decoded = unquote_to_bytes(raw_path)
     if any(b < 0x20 or b == 0x7F or b == 0x5C for b in decoded):
