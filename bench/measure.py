@@ -7,6 +7,7 @@ from typing import Any
 
 from . import nginx, procstat, streaming, wrk, zoomproxy
 from .setup import (
+    CALLER_TARGET,
     Options,
     Say,
     Setup,
@@ -164,7 +165,8 @@ async def _transfer(
 async def streams(setup: Setup, options: Options, say: Say) -> dict[str, Any]:
     """1 GiB down and 512 MiB up through each proxy (and directly), with zoom-proxy's memory."""
     zoom_pid = setup.zoom.child.pid
-    targets = setup.targets
+    # A caller streams exactly as a cookie does: the core is the same once past the key.
+    targets = [target for target in setup.targets if target.name != CALLER_TARGET]
     speeds: dict[str, dict[str, list[float]]] = {
         target.name: {"download": [], "upload": []} for target in targets
     }
@@ -257,7 +259,7 @@ async def scaling(setup: Setup, options: Options, say: Say) -> dict[str, Any]:
     if not setup.workers_supported:
         return {"skipped": "python -m proxy has no --workers option"}
     supervisor = setup.supervisor
-    cookie = setup.targets[-1].headers
+    cookie = next(target for target in setup.targets if target.name == "zoom-proxy").headers
     targets = []
     for workers in (1, 2):
         proxy = await zoomproxy.start(
@@ -332,4 +334,8 @@ def ratios(small: dict[str, Any], streamed: dict[str, Any]) -> dict[str, float]:
                 streamed["zoom-proxy"]["runs"]["mb_per_second"][direction],
                 streamed[other]["runs"]["mb_per_second"][direction],
             )
+    found["cpu_us_per_request/caller_vs_cookie"] = paired(
+        [run["cpu_us_per_request"] for run in small[CALLER_TARGET]["runs"]],
+        [run["cpu_us_per_request"] for run in small["zoom-proxy"]["runs"]],
+    )
     return found

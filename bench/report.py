@@ -14,6 +14,7 @@ LABELS = {
     "nginx": "nginx proxy_pass",
     "go": "Go httputil.ReverseProxy",
     "zoom-proxy": "zoom-proxy",
+    "zoom-proxy caller": "zoom-proxy, service caller key",
 }
 
 
@@ -99,6 +100,12 @@ def markdown(result: dict[str, Any]) -> str:
     for label, key in rows:
         nginx, go = ratios[f"{key}/nginx"], ratios[f"{key}/go"]
         lines.append(f"| {label} | {_number(nginx, 2)} | {_number(go, 2)} |")
+    if "cpu_us_per_request/caller_vs_cookie" in ratios:
+        lines += [
+            "",
+            "CPU per request, service caller key ÷ cookie session (same process, same "
+            f"rounds): {_number(ratios['cpu_us_per_request/caller_vs_cookie'], 2)}",
+        ]
     memory = streamed["zoom_proxy_memory"]
     load = result["concurrency"]
     window = load["rss_window_seconds"]

@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 
 from proxy import serve
+from proxy.callers.registry import new_key
 from proxy.emulator import ZoomEmulator
 
 from . import gobuild, nginx, streaming, zoomproxy
@@ -75,6 +76,10 @@ class Pinning:
         if len(usable) < 2:
             return cls(len(usable), None, None)
         return cls(len(usable), str(usable[0]), str(usable[1]))
+
+
+#: zoom-proxy's small-GET row for a service caller (SPEC 12) rather than a cookie.
+CALLER_TARGET = "zoom-proxy caller"
 
 
 @dataclass(frozen=True)
@@ -159,7 +164,7 @@ async def check(target: Target, expected_body: str) -> None:
             body = await response.text()
             if response.status != 200 or body != expected_body:
                 raise RuntimeError(f"{target.name}: {response.status} {body[:200]!r}")
-        if target.name in ("go", "zoom-proxy"):
+        if target.name in ("go", "zoom-proxy", CALLER_TARGET):
             async with client.get(target.url) as response:
                 if response.status != 401:
                     raise RuntimeError(f"{target.name} answered {response.status} without a cookie")
@@ -205,7 +210,20 @@ async def start_everything(
         client_id=emulator.client_id,
         client_secret=emulator.client_secret,
     )
-    zoom = await zoomproxy.start(supervisor, "zoom-proxy", endpoints, temp, cores=servers)
+    caller_key, caller_key_sha256 = new_key()
+    zoom = await zoomproxy.start(
+        supervisor,
+        "zoom-proxy",
+        endpoints,
+        temp,
+        cores=servers,
+        service={
+            "account_id": emulator.account_id,
+            "client_id": emulator.service_client_id,
+            "client_secret": emulator.service_client_secret,
+            "callers": [{"name": "bench", "key_sha256": caller_key_sha256, "allow": ["GET /**"]}],
+        },
+    )
     zoom_cookie = await zoomproxy.signed_in_cookie(zoom.url)
     # The same (Zoom-sized) access token zoom-proxy sends, for the other proxies.
     issued = emulator.issued_tokens()
@@ -268,6 +286,13 @@ async def start_everything(
             go_proxy.pid,
         ),
         Target("zoom-proxy", f"{zoom.url}/api/fast", {"Cookie": zoom_cookie}, zoom.child.pid),
+        # The same process, called by a service caller (the account's token).
+        Target(
+            CALLER_TARGET,
+            f"{zoom.url}/api/fast",
+            {"Authorization": f"Bearer {caller_key}"},
+            zoom.child.pid,
+        ),
     ]
     for target in targets:
         await check(target, nginx.FAST_BODY)

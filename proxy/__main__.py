@@ -18,6 +18,7 @@ from aiohttp import web
 
 from proxy import __version__, serve
 from proxy.app import create_app
+from proxy.callers.registry import new_key
 from proxy.config import (
     ConfigError,
     LoggingSettings,
@@ -43,6 +44,8 @@ commands:
       try it with the built-in Zoom emulator: no Zoom app needed
   zoom-proxy gen-key
       print a new session key
+  zoom-proxy gen-caller-key
+      print a new service caller key, and the key_sha256 line for its config entry
   zoom-proxy check-config [--config PATH]
       validate a config, print it (secrets masked)
 
@@ -93,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "gen-key", help="print a new session key", description="Print a new Fernet session key."
     )
+    commands.add_parser(
+        "gen-caller-key",
+        help="print a new service caller key and its key_sha256",
+        description="Print a new service caller key (give it to the backend) and the"
+        " key_sha256 line to paste into its entry under service.callers.",
+    )
     check = commands.add_parser(
         "check-config",
         help="validate a config, print it with secrets masked",
@@ -140,8 +149,8 @@ def _misused(args: argparse.Namespace) -> str | None:
         )
         if value is not None
     }
-    if args.command == "gen-key" and given:
-        return f"gen-key takes no options (got {', '.join(sorted(given))})"
+    if args.command in ("gen-key", "gen-caller-key") and given:
+        return f"{args.command} takes no options (got {', '.join(sorted(given))})"
     if args.command == "check-config" and given - {"--config"}:
         return f"check-config takes only --config (got {', '.join(sorted(given - {'--config'}))})"
     if args.demo and "--config" in given:
@@ -170,6 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(problem)  # exits 2
     if args.command == "gen-key":
         print(generate_key())
+        return 0
+    if args.command == "gen-caller-key":
+        key, digest = new_key()
+        print(f"{key}\nkey_sha256: {digest}")
         return 0
     if args.command == "check-config":
         settings = _load(args.check_config or args.config)
@@ -215,12 +228,14 @@ def _demo(args: argparse.Namespace) -> int:
     host = "localhost" if args.host is None else args.host
     port = DEMO_PORT if args.port is None else args.port
     emulator = ZoomEmulator(auto_approve=False)
+    caller_key, caller_key_sha256 = new_key()
     try:
         settings = demo_settings(
             host=host,
             port=port,
             public_url=args.public_url or default_public_url(host, port),
             emulator=emulator,
+            caller_key_sha256=caller_key_sha256,
         )
     except ConfigError as error:
         for problem in error.problems:
@@ -236,7 +251,7 @@ def _demo(args: argparse.Namespace) -> int:
         host=host,
         port=port,
         shutdown_timeout=1.0,
-        message=_demo_banner(settings.public_url),
+        message=_demo_banner(settings.public_url, caller_key),
     )
 
 
@@ -290,13 +305,15 @@ def _serve(
     return 0
 
 
-def _demo_banner(url: str) -> str:
+def _demo_banner(url: str, caller_key: str) -> str:
     return f"""\
 zoom-proxy demo, with the built-in Zoom emulator: no Zoom app needed.
   1. Open {url}/ and click "Sign in with Zoom", then "Approve".
   2. Try the API as that user: {url}/api/users/me
   3. From a shell: save the cookie jar linked on that page as zoom-jar.txt, then
        curl -b zoom-jar.txt -c zoom-jar.txt {url}/api/users/me
+  4. As a backend (a service caller, calling as the account; no sign-in):
+       curl -H "Authorization: Bearer {caller_key}" {url}/api/users/me
 Stop with Ctrl-C."""
 
 

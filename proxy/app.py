@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 from aiohttp_session import session_middleware
 
+from proxy.callers.registry import Callers
 from proxy.config import Settings
-from proxy.errors import SessionStoreUnavailable
+from proxy.errors import RefreshRejected, SessionStoreUnavailable
 from proxy.forward.core import FORWARDER, Forwarder
 from proxy.forward.handler import forward
 from proxy.http.client import Pool
@@ -20,7 +22,9 @@ from proxy.observe.record import REQUESTS, Requests
 from proxy.redis import client as redis_client
 from proxy.session.cookie import ChunkedCookieStorage
 from proxy.session.store import CookieSessions, RedisSessions
+from proxy.tokens.account import AccountTokens
 from proxy.tokens.coordination import LOCAL, Coordinator, SharedGrace
+from proxy.tokens.model import Tokens
 from proxy.tokens.oauth import ZoomOAuth
 from proxy.tokens.refresh import Refresher
 from proxy.tokens.sealing import make_fernet
@@ -29,7 +33,7 @@ from proxy.web.cors import screen_origin
 from proxy.web.errors import error_middleware
 from proxy.web.keys import FERNET, HTTP, OAUTH, REFRESHER, SESSIONS, SETTINGS, STORAGE, UPSTREAM
 from proxy.web.middleware import bracket
-from proxy.web.pages import favicon, signed_in_page, signed_out_page
+from proxy.web.pages import favicon, service_only_page, signed_in_page, signed_out_page
 
 #: Connections open to Zoom at once, shared by every user and request. Waiting for a
 #: free one counts against ``upstream.connect_timeout``.
@@ -77,13 +81,14 @@ def create_app(settings: Settings) -> web.Application:
     # (?s): a decoded %0a must not make a path miss the route (a 404, where every other
     # control character gets forward's 400).
     app.router.add_route("*", "/api/{tail:(?s:.*)}", forward)
-    app.router.add_get("/", index)
+    app.router.add_get("/", index if settings.users_sign_in else service_only_index)
     app.router.add_get("/favicon.ico", favicon)
-    app.router.add_get("/auth/login", auth.login)
-    app.router.add_get("/auth/callback", auth.callback)
-    app.router.add_post("/auth/logout", auth.logout)
-    app.router.add_get("/auth/me", auth.me)
-    app.router.add_get("/auth/cookiejar", auth.cookiejar)
+    if settings.users_sign_in:  # else the sign-in routes are 404: nobody signs in
+        app.router.add_get("/auth/login", auth.login)
+        app.router.add_get("/auth/callback", auth.callback)
+        app.router.add_post("/auth/logout", auth.logout)
+        app.router.add_get("/auth/me", auth.me)
+        app.router.add_get("/auth/cookiejar", auth.cookiejar)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if settings.metrics.enabled:
@@ -159,11 +164,54 @@ async def _zoom_client(app: web.Application) -> AsyncIterator[None]:
         cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,
     )
+    zoom, service = settings.zoom, settings.service
+    refresh_call = _no_user_app
+    if zoom.client_id is not None and zoom.client_secret is not None:
+        oauth = _oauth(settings, http, zoom.client_id, zoom.client_secret.value)
+        app[OAUTH], refresh_call = oauth, oauth.refresh
+    refresher = Refresher(
+        refresh_call,
+        margin=settings.refresh.margin,
+        rotation_grace=settings.refresh.rotation_grace,
+        coordinator=app[_COORDINATOR],
+        on_outcome=app[METRICS].count_refresh,
+    )
+    callers = account = None
+    if service.account_id is not None and service.client_id and service.client_secret:
+        service_app = _oauth(settings, http, service.client_id, service.client_secret.value)
+        callers = Callers(service.callers)
+        account = AccountTokens(
+            functools.partial(service_app.account_token, service.account_id),
+            margin=settings.refresh.margin,
+            on_outcome=app[METRICS].count_account_token_mint,
+        )
+    app[HTTP], app[REFRESHER], app[UPSTREAM] = http, refresher, upstream
+    app[FORWARDER] = Forwarder(
+        settings,
+        sessions=app[SESSIONS],
+        refresher=refresher,
+        upstream=upstream,
+        metrics=app[METRICS],
+        callers=callers,
+        account=account,
+    )
+    yield
+    if account is not None:
+        await account.close()
+    await refresher.close()
+    await upstream.close()
+    await http.close()
+
+
+def _oauth(
+    settings: Settings, http: aiohttp.ClientSession, client_id: str, client_secret: str
+) -> ZoomOAuth:
+    """A Zoom OAuth app (the user app, or the service app) on Zoom's endpoints."""
     zoom = settings.zoom
-    oauth = ZoomOAuth(
+    return ZoomOAuth(
         http=http,
-        client_id=zoom.client_id,
-        client_secret=zoom.client_secret.value,
+        client_id=client_id,
+        client_secret=client_secret,
         authorize_url=zoom.authorize_url,
         token_url=zoom.token_url,
         revoke_url=zoom.revoke_url,
@@ -171,25 +219,16 @@ async def _zoom_client(app: web.Application) -> AsyncIterator[None]:
         redirect_uri=settings.redirect_uri,
         scopes=zoom.scopes,
     )
-    refresher = Refresher(
-        oauth.refresh,
-        margin=settings.refresh.margin,
-        rotation_grace=settings.refresh.rotation_grace,
-        coordinator=app[_COORDINATOR],
-        on_outcome=app[METRICS].count_refresh,
-    )
-    app[HTTP], app[OAUTH], app[REFRESHER], app[UPSTREAM] = http, oauth, refresher, upstream
-    app[FORWARDER] = Forwarder(
-        settings,
-        sessions=app[SESSIONS],
-        refresher=refresher,
-        upstream=upstream,
-        metrics=app[METRICS],
-    )
-    yield
-    await refresher.close()
-    await upstream.close()
-    await http.close()
+
+
+async def _no_user_app(refresh_token: str) -> Tokens:
+    """A proxy without the user app has no session to refresh: any cookie is foreign."""
+    raise RefreshRejected()
+
+
+async def service_only_index(request: web.Request) -> web.Response:
+    html = service_only_page(request.app[SETTINGS].public_url)
+    return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
 
 
 async def index(request: web.Request) -> web.Response:

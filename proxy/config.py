@@ -44,6 +44,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from contextlib import suppress
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from difflib import get_close_matches
@@ -53,6 +54,8 @@ from urllib.parse import SplitResult, urlsplit
 
 import yaml
 from cryptography.fernet import Fernet
+
+from proxy.callers.rules import AllowRule, parse_rule
 
 DEFAULT_CONFIG_PATH = "config.yaml"
 CONFIG_PATH_VARIABLE = "ZOOM_PROXY_CONFIG"
@@ -114,10 +117,11 @@ class ListenSettings:
 
 @dataclass(frozen=True, slots=True)
 class ZoomSettings:
-    """The Zoom OAuth app and Zoom's endpoints."""
+    """The Zoom OAuth app users sign in with (none: only service callers are served), and
+    Zoom's endpoints."""
 
-    client_id: str
-    client_secret: Secret
+    client_id: str | None = None
+    client_secret: Secret | None = None
     redirect_uri: str | None = None
     authorize_url: str = "https://zoom.us/oauth/authorize"
     token_url: str = "https://zoom.us/oauth/token"
@@ -135,6 +139,34 @@ class ZoomSettings:
     def api_base_path(self) -> str:
         """The still-encoded path of ``api_base_url`` (``/v2``), without a final slash."""
         return urlsplit(self.api_base_url).path.rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class CallerSettings:
+    """A backend that calls Zoom as the account: its name (in logs and metrics), its
+    key's SHA-256 (lower-case hex, the ``zps_`` prefix included), what it may call,
+    whether it may use ``/download``, and an optional rate (burst: twice the rate)."""
+
+    name: str
+    key_sha256: str
+    allow: tuple[AllowRule, ...]
+    downloads: bool = False
+    rate_per_second: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """The Server-to-Server OAuth app that mints account tokens, and the service callers
+    that use them. ``account_id`` set turns service callers on."""
+
+    account_id: str | None = None
+    client_id: str | None = None
+    client_secret: Secret | None = None
+    callers: tuple[CallerSettings, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return self.account_id is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,12 +244,13 @@ class MetricsSettings:
     enabled: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
-    """The whole validated configuration."""
+    """The whole validated configuration (in the order of the shipped config.yaml)."""
 
-    zoom: ZoomSettings
+    zoom: ZoomSettings = field(default_factory=ZoomSettings)
     session: SessionSettings
+    service: ServiceSettings = field(default_factory=ServiceSettings)
     listen: ListenSettings = field(default_factory=ListenSettings)
     public_url: str = "http://localhost:8080"
     trust_forwarded_headers: bool = False
@@ -228,6 +261,11 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+
+    @property
+    def users_sign_in(self) -> bool:
+        """Whether users sign in (the user app is configured); else only callers."""
+        return self.zoom.client_id is not None
 
     @property
     def redirect_uri(self) -> str:
@@ -507,6 +545,87 @@ def _secret_keys(value: object) -> tuple[Secret, ...]:
     return tuple(keys)
 
 
+_CALLER_NAME = re.compile(r"[a-z0-9-]+")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_CALLER_KEYS = ("name", "key_sha256", "allow", "downloads", "rate_per_second")
+
+
+def _caller(value: object) -> CallerSettings:
+    """One entry of ``service.callers``; problems name the key inside it."""
+    if not isinstance(value, Mapping):
+        raise _Invalid(f"expected a mapping, got {_kind(value)}")
+    problems: list[tuple[str, str]] = [
+        (f".{key}", "unknown key") for key in value if key not in _CALLER_KEYS
+    ]
+    name = value.get("name")
+    if not isinstance(name, str) or not _CALLER_NAME.fullmatch(name):
+        problems.append((".name", "required: lower-case letters, digits and -"))
+    digest = value.get("key_sha256")
+    if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest):
+        problems.append(
+            (
+                ".key_sha256",
+                "must be 64 lower-case hex digits: run python -m proxy gen-caller-key",
+            )
+        )
+    rules: list[AllowRule] = []
+    allow = value.get("allow")
+    if not isinstance(allow, list) or not allow:
+        problems.append((".allow", "must list at least one rule, such as 'GET /users/**'"))
+    else:
+        for index, text in enumerate(allow):
+            try:
+                rules.append(parse_rule(_text(text)))
+            except _Invalid as exc:
+                problems += [(f".allow[{index}]", message) for _, message in exc.problems]
+            except ValueError as exc:
+                problems.append((f".allow[{index}]", str(exc)))
+    downloads = False
+    if value.get("downloads") is not None:
+        try:
+            downloads = _boolean(value["downloads"])
+        except _Invalid as exc:
+            problems.append((".downloads", str(exc)))
+    rate: float | None = None
+    if value.get("rate_per_second") is not None:
+        try:
+            rate = float(_number(value["rate_per_second"]))
+            if rate <= 0:
+                raise _Invalid("must be greater than 0")
+        except _Invalid as exc:
+            problems.append((".rate_per_second", str(exc)))
+    if problems:
+        raise _Invalid(items=problems)
+    assert isinstance(name, str)
+    assert isinstance(digest, str)
+    return CallerSettings(name, digest, tuple(rules), downloads, rate)
+
+
+def _callers(value: object) -> tuple[CallerSettings, ...]:
+    if not isinstance(value, list):
+        raise _Invalid(f"expected a list of callers, got {_kind(value)}")
+    callers: list[CallerSettings] = []
+    problems: list[tuple[str, str]] = []
+    for index, entry in enumerate(value):
+        try:
+            callers.append(_caller(entry))
+        except _Invalid as exc:
+            problems += [(f"[{index}]{suffix}", message) for suffix, message in exc.problems]
+    seen: dict[str, int] = {}
+    for index, caller in enumerate(callers):
+        if caller.name in seen:
+            problems.append(
+                (f"[{index}].name", f"{caller.name!r} is already caller {seen[caller.name]}")
+            )
+        seen.setdefault(caller.name, index)
+    digests = [caller.key_sha256 for caller in callers]
+    if len(set(digests)) != len(digests):
+        problems.append(("", "two callers share one key_sha256: each needs a key of its own"))
+    if problems:
+        raise _Invalid(items=problems)
+    return tuple(callers)
+
+
 _REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
 _REDIS_DB = re.compile(r"/?[0-9]*")
 
@@ -553,6 +672,10 @@ _CONVERTERS: dict[str, _Convert] = {
     "zoom.revoke_url": _http_url,
     "zoom.api_base_url": _api_base_url,
     "zoom.scopes": _scopes,
+    "service.account_id": _text,
+    "service.client_id": _text,
+    "service.client_secret": _secret,
+    "service.callers": _callers,
     "session.secret_keys": _secret_keys,
     "session.cookie_name": _cookie_name,
     "session.cookie_secure": _boolean,
@@ -588,7 +711,9 @@ _REFERENCE = re.compile(
 
 # Secrets that may contain "${" (a Redis password, say): a malformed reference in
 # them is not quoted. Session keys are base64, so a "${" in one is never part of a key.
-_MAY_CONTAIN_REFERENCE_CHARACTERS = frozenset({"zoom.client_secret", "redis.url"})
+_MAY_CONTAIN_REFERENCE_CHARACTERS = frozenset(
+    {"zoom.client_secret", "service.client_secret", "redis.url"}
+)
 
 
 def _substitute(value: object, environ: Mapping[str, str], *, quote: bool = True) -> object:
@@ -635,14 +760,44 @@ def _substitute(value: object, environ: Mapping[str, str], *, quote: bool = True
     return text
 
 
-def _cross_check(cls: type[Any], values: Mapping[str, object]) -> Iterable[tuple[str, str]]:
-    """Problems that involve two keys, of one section or, for ``Settings``, of two."""
+def _cross_check(
+    cls: type[Any], values: Mapping[str, object], failed: AbstractSet[str]
+) -> Iterable[tuple[str, str]]:
+    """Problems that involve two keys, of one section or, for ``Settings``, of two.
+    ``failed``: the keys given but invalid, whose problems are reported already."""
+
+    def absent(key: str) -> bool:
+        return key not in values and key not in failed
+
     if (
         cls is SessionSettings
         and values.get("cookie_samesite") == "None"
         and values.get("cookie_secure") is False
     ):
         yield "cookie_samesite", "None requires cookie_secure: true (browsers reject it otherwise)"
+    if cls is ZoomSettings and absent("client_id") != absent("client_secret"):
+        # The user app needs both (or, with service callers only, neither).
+        yield ("client_secret" if absent("client_secret") else "client_id"), "required"
+    if cls is ServiceSettings and not absent("account_id"):
+        for key in ("client_id", "client_secret"):
+            if absent(key):
+                yield key, "required when service.account_id is set"
+        if absent("callers") or values.get("callers") == ():
+            yield "callers", "list at least one caller when service.account_id is set"
+    if cls is ServiceSettings and absent("account_id") and values.get("callers"):
+        yield "account_id", "required when service.callers are listed"
+    zoom, service = values.get("zoom"), values.get("service")
+    if (
+        cls is Settings
+        and isinstance(zoom, ZoomSettings)
+        and isinstance(service, ServiceSettings)
+        and zoom.client_id is None
+        and zoom.client_secret is None
+        and not service.enabled
+    ):
+        # Neither the user app nor the service app: the user app is the usual one.
+        yield "zoom.client_id", "required"
+        yield "zoom.client_secret", "required"
     session, redis = values.get("session"), values.get("redis")
     public_url = values.get("public_url")
     if (
@@ -710,6 +865,7 @@ def _build(
 
     Problems elsewhere do not stop it, so checks between sections still run."""
     before = len(problems)
+    failed: set[str] = set()
     names = [f.name for f in fields(cls)]
     problems += [_unknown_key(prefix, key, names) for key in data if key not in names]
     values: dict[str, object] = {}
@@ -732,8 +888,11 @@ def _build(
                 continue
             values[f.name] = _CONVERTERS[key](value)
         except _Invalid as exc:
+            failed.add(f.name)
             problems += [f"{key}{suffix}: {message}" for suffix, message in exc.problems]
-    problems += [f"{prefix}{name}: {message}" for name, message in _cross_check(cls, values)]
+    problems += [
+        f"{prefix}{name}: {message}" for name, message in _cross_check(cls, values, failed)
+    ]
     return None if len(problems) > before else cls(**values)
 
 

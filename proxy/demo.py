@@ -21,10 +21,18 @@ from proxy.emulator import ZoomEmulator
 EMULATOR_PREFIX = "/_emulator"
 
 
-def demo_settings(*, host: str, port: int, public_url: str, emulator: ZoomEmulator) -> Settings:
+#: The demo's service caller, allowed every call: ``--demo`` prints its key.
+DEMO_CALLER = "demo-backend"
+
+
+def demo_settings(
+    *, host: str, port: int, public_url: str, emulator: ZoomEmulator, caller_key_sha256: str
+) -> Settings:
     """The browser goes to the emulator's consent page at ``public_url``; the proxy calls
-    the emulator's token endpoint and API on its own listening address. Raises
-    :class:`proxy.config.ConfigError` for a ``public_url`` that is not an origin."""
+    the emulator's token endpoint and API on its own listening address. Service callers
+    are on too, with the emulator's Server-to-Server app and one caller whose key hashes
+    to ``caller_key_sha256``. Raises :class:`proxy.config.ConfigError` for a
+    ``public_url`` that is not an origin."""
     browser_side = f"{public_url}{EMULATOR_PREFIX}"
     server_side = f"http://{_url_host(_own_address(host))}:{port}{EMULATOR_PREFIX}"
     return settings_from_mapping(
@@ -38,6 +46,14 @@ def demo_settings(*, host: str, port: int, public_url: str, emulator: ZoomEmulat
                 "token_url": f"{server_side}/oauth/token",
                 "revoke_url": f"{server_side}/oauth/revoke",
                 "api_base_url": f"{server_side}/v2",
+            },
+            "service": {
+                "account_id": emulator.account_id,
+                "client_id": emulator.service_client_id,
+                "client_secret": emulator.service_client_secret,
+                "callers": [
+                    {"name": DEMO_CALLER, "key_sha256": caller_key_sha256, "allow": ["* /**"]}
+                ],
             },
             # Secure cookies only where the browser comes over https (a TLS front).
             "session": {

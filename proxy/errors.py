@@ -16,11 +16,15 @@ either transport writes (:mod:`proxy.web.errors` adds pages for browsers)::
     │   ├── LoginStateInvalid           (400 invalid_state)
     │   └── CodeRejected                (400 invalid_code)
     ├── Unauthenticated                 (401 unauthenticated)
+    ├── InvalidCallerKey                (401 invalid_caller_key)
     ├── Forbidden                       (403 forbidden)
     │   ├── CrossOriginRefused          (403 cross_origin)
-    │   └── AccessDenied                (403 access_denied)
+    │   ├── AccessDenied                (403 access_denied)
+    │   └── CallerNotAllowed            (403 caller_not_allowed)
+    ├── CallerRateLimited               (429 rate_limited, with Retry-After)
     ├── UpstreamUnreachable             (502 upstream_unreachable)
     ├── TokenEndpointInvalid            (502 token_endpoint_invalid)
+    ├── ServiceCredentialsRejected      (502 service_credentials_rejected)
     ├── TokenEndpointUnavailable        (503 token_endpoint_unavailable)
     ├── SessionStoreUnavailable         (503 session_store_unavailable)
     ├── SlowHeadsOverBudget             (503 server_busy)
@@ -52,6 +56,10 @@ class ProxyError(Exception):
     def __init__(self, message: str | None = None) -> None:
         self.message = message or self.default_message
         super().__init__(self.message)
+
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """Headers its answer carries beside the usual ones."""
+        return ()
 
 
 class BadRequest(ProxyError):
@@ -125,6 +133,19 @@ class RefreshRejected(Unauthenticated):
     default_message = "Your Zoom authorization has ended. Sign in with Zoom again."
 
 
+class InvalidCallerKey(ProxyError):
+    """A service caller's ``Authorization`` is missing, malformed or not a known key."""
+
+    status = 401
+    code = "invalid_caller_key"
+    default_message = (
+        "Send Authorization: Bearer <caller key>, with a key listed in service.callers."
+    )
+
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        return (("WWW-Authenticate", 'Bearer realm="zoom-proxy"'),)
+
+
 class Forbidden(ProxyError):
     status = 403
     code = "forbidden"
@@ -141,6 +162,38 @@ class CrossOriginRefused(Forbidden):
 class AccessDenied(Forbidden):
     code = "access_denied"
     default_message = "This Zoom account is not allowed to use this proxy."
+
+
+class CallerNotAllowed(Forbidden):
+    code = "caller_not_allowed"
+    default_message = "This caller's allow rules do not cover this method and path."
+
+
+class CallerRateLimited(ProxyError):
+    """A service caller over its ``rate_per_second``: it may try again in ``retry_after``
+    whole seconds."""
+
+    status = 429
+    code = "rate_limited"
+    default_message = "This caller is over its rate_per_second. Retry after the given seconds."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__()
+        self.retry_after = max(1, retry_after)
+
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        return (("Retry-After", str(self.retry_after)),)
+
+
+class ServiceCredentialsRejected(ProxyError):
+    """Zoom refused the Server-to-Server app's credentials or account ID."""
+
+    status = 502
+    code = "service_credentials_rejected"
+    default_message = (
+        "Zoom refused the proxy's service app (check service.account_id, service.client_id "
+        "and service.client_secret)."
+    )
 
 
 class UpstreamUnreachable(ProxyError):
@@ -218,5 +271,6 @@ def error_answer(error: ProxyError, login: str) -> ErrorAnswer:
     if isinstance(error, Unauthenticated):
         body["login_url"] = login
         headers.append(("WWW-Authenticate", WWW_AUTHENTICATE))
+    headers += error.headers()
     headers.append(("Content-Type", "application/json; charset=utf-8"))
     return ErrorAnswer(error.status, tuple(headers), json.dumps(body).encode())

@@ -16,6 +16,7 @@ LAYERS = {
     "redis": 1,
     "tokens": 2,
     "session": 3,
+    "callers": 3,
     "forward": 4,
     "web": 4,
 }

@@ -8,8 +8,11 @@ clicking through the demo, curl with a cookie jar.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.metadata
 import json
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -372,7 +375,35 @@ async def test_demo_cookie_jar_works_with_curl(
     assert json.loads(out)["id"] == default_user().id
 
 
+async def test_the_demos_caller_curl_line_works_when_pasted(tmp_path: Path) -> None:
+    port = unused_port()
+    async with running("--demo", "--port", str(port), stderr_path=tmp_path / "demo.log") as demo:
+        banner = await demo_banner(demo)
+        [line] = [text.strip() for text in banner.splitlines() if "Authorization: Bearer" in text]
+        curl = await asyncio.create_subprocess_exec(
+            *shlex.split(line),
+            "--silent",
+            "--show-error",
+            "--fail",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(curl.communicate(), TIMEOUT)
+    assert curl.returncode == 0, err.decode()
+    assert json.loads(out)["id"] == default_user().id
+
+
 # --- gen-key and check-config ------------------------------------------------------------
+
+
+def test_gen_caller_key_prints_a_key_and_its_config_line() -> None:
+    result = run_cli("gen-caller-key")
+    assert result.returncode == 0
+    key, line = result.stdout.splitlines()
+    assert re.fullmatch(r"zps_[A-Za-z0-9_-]{43,}", key)
+    assert line == f"key_sha256: {hashlib.sha256(key.encode()).hexdigest()}"
+    assert run_cli("gen-caller-key").stdout.splitlines()[0] != key
 
 
 def test_gen_key_prints_one_valid_session_key() -> None:

@@ -243,11 +243,15 @@ def test_missing_required_values_say_required() -> None:
     )
     with pytest.raises(ConfigError) as info:
         settings_from_mapping({}, {})
-    assert info.value.problems == (
+    assert sorted(info.value.problems) == [
+        "session.secret_keys: required",
         "zoom.client_id: required",
         "zoom.client_secret: required",
-        "session.secret_keys: required",
-    )
+    ]
+
+
+def test_half_a_user_app_is_a_problem() -> None:
+    assert _problems(zoom={"client_secret": None}) == ("zoom.client_secret: required",)
 
 
 def test_empty_secret_keys_list_is_required() -> None:
@@ -652,3 +656,93 @@ def test_the_redis_password_is_masked(url: str, masked: str) -> None:
         "key_prefix": "zoom-proxy:",
         "on_unavailable": "fail",
     }
+
+
+# --- service callers (SPEC 12) -------------------------------------------------------
+
+DIGEST = "a" * 64
+
+
+def _service(*callers: object, **changes: object) -> dict[str, object]:
+    return {
+        "account_id": "acct",
+        "client_id": "s2s-id",
+        "client_secret": "s2s-secret-value",
+        "callers": list(callers) or [{"name": "worker", "key_sha256": DIGEST, "allow": ["* /**"]}],
+        **changes,
+    }
+
+
+def test_a_service_only_config_loads_without_the_user_app() -> None:
+    settings = _settings(zoom={"client_id": None, "client_secret": None}, service=_service())
+    assert not settings.users_sign_in
+    assert settings.service.enabled
+    [caller] = settings.service.callers
+    assert (caller.name, caller.key_sha256, caller.downloads, caller.rate_per_second) == (
+        "worker",
+        DIGEST,
+        False,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        (
+            {"name": "w", "key_sha256": "ABC", "allow": ["GET /x"]},
+            "service.callers[0].key_sha256: must be 64 lower-case hex digits",
+        ),
+        ({"name": "w", "key_sha256": DIGEST, "allow": []}, "service.callers[0].allow: must list"),
+        (
+            {"name": "w", "key_sha256": DIGEST, "allow": ["GET /x", "FETCH"]},
+            "service.callers[0].allow[1]: ",
+        ),
+        (
+            {"name": "w", "key_sha256": DIGEST, "allow": ["GET /**/meetings"]},
+            "service.callers[0].allow[0]: ",
+        ),
+        (
+            {"name": "Bad Name", "key_sha256": DIGEST, "allow": ["GET /x"]},
+            "service.callers[0].name",
+        ),
+        (
+            {"name": "w", "key_sha256": DIGEST, "allow": ["GET /x"], "rate_per_second": 0},
+            "service.callers[0].rate_per_second: ",
+        ),
+        (
+            {"name": "w", "key_sha256": DIGEST, "allow": ["GET /x"], "colour": "red"},
+            "service.callers[0].colour: unknown key",
+        ),
+    ],
+    ids=["digest", "empty-allow", "unparsable", "double-star-not-last", "name", "rate", "unknown"],
+)
+def test_each_bad_caller_entry_is_reported_by_its_key_path(
+    entry: dict[str, object], problem: str
+) -> None:
+    problems = _problems(service=_service(entry))
+    assert any(p.startswith(problem) for p in problems), problems
+
+
+def test_a_duplicate_caller_name_is_a_problem() -> None:
+    entry = {"name": "w", "key_sha256": DIGEST, "allow": ["GET /x"]}
+    other = {**entry, "key_sha256": "b" * 64}
+    assert _problems(service=_service(entry, other)) == (
+        "service.callers[1].name: 'w' is already caller 0",
+    )
+
+
+def test_service_account_needs_its_credentials_and_a_caller() -> None:
+    problems = _problems(service={"account_id": "acct"})
+    assert problems == (
+        "service.client_id: required when service.account_id is set",
+        "service.client_secret: required when service.account_id is set",
+        "service.callers: list at least one caller when service.account_id is set",
+    )
+
+
+def test_the_service_secret_is_masked_and_never_in_a_problem() -> None:
+    settings = _settings(service=_service())
+    assert effective_config(settings)["service"]["client_secret"] == "**********"  # type: ignore[index]
+    problems = _problems(service=_service(account_id=None))
+    assert not any("s2s-secret-value" in p for p in problems)

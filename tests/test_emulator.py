@@ -889,3 +889,229 @@ async def test_no_code_token_or_secret_is_logged(
     assert "emulator POST /oauth/revoke 200" in logged
     for secret in (code, verifier, tokens.access_token, tokens.refresh_token, "client-secret"):
         assert secret not in logged
+
+
+# --- token: account_credentials (Server-to-Server OAuth) --------------------------------------
+
+ACCOUNT_SCOPE = "meeting:read:admin meeting:write:admin user:read:admin report:read:admin"
+INVALID_CLIENT = {"reason": "Invalid client_id or client_secret", "error": "invalid_client"}
+INVALID_ACCOUNT = {"reason": "Invalid account_id", "error": "invalid_request"}
+
+
+def s2s_basic(emulator: ZoomEmulator) -> str:
+    return aiohttp.encode_basic_auth(emulator.service_client_id, emulator.service_client_secret)
+
+
+def account_grant(emulator: ZoomEmulator) -> dict[str, str]:
+    return {"grant_type": "account_credentials", "account_id": emulator.account_id}
+
+
+async def mint_account_token(client: Client, emulator: ZoomEmulator) -> tuple[int, Any]:
+    return await token_call(client, account_grant(emulator), auth=s2s_basic(emulator))
+
+
+async def new_account_token(client: Client, emulator: ZoomEmulator) -> str:
+    status, body = await mint_account_token(client, emulator)
+    assert status == 200, body
+    token: str = body["access_token"]
+    return token
+
+
+async def test_account_credentials_issues_a_bearer_token_without_refresh_token(
+    client: Client, emulator: ZoomEmulator
+) -> None:
+    status, body = await mint_account_token(client, emulator)
+
+    assert status == 200
+    assert set(body) == {"access_token", "token_type", "expires_in", "scope", "api_url"}
+    assert (body["token_type"], body["scope"]) == ("bearer", ACCOUNT_SCOPE)
+    assert body["api_url"] == str(client.make_url("/"))[:-1]
+    assert emulator.counters["account_token_ok"] == 1
+
+
+async def test_account_token_expires_in_3599_seconds(
+    client: Client, emulator: ZoomEmulator
+) -> None:
+    _, body = await mint_account_token(client, emulator)
+
+    assert body["expires_in"] == 3599
+
+
+async def test_account_token_is_zoom_sized_and_jwt_shaped(
+    client: Client, emulator: ZoomEmulator
+) -> None:
+    token = await new_account_token(client, emulator)
+
+    _, payload, _ = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    assert 580 <= len(token) <= 640
+    assert claims["iss"] == f"zm:cid:{emulator.service_client_id}"
+
+
+async def test_account_token_calls_the_api_as_the_account_owner(
+    client: Client, emulator: ZoomEmulator
+) -> None:
+    token = await new_account_token(client, emulator)
+
+    status, body = await api_get(client, "/v2/users/me", token)
+
+    assert status == 200
+    assert body == emulator.user.as_json()
+    assert emulator.user_for(token) == emulator.user
+
+
+async def test_minting_another_account_token_keeps_the_first_valid(
+    client: Client, emulator: ZoomEmulator
+) -> None:
+    first = await new_account_token(client, emulator)
+    second = await new_account_token(client, emulator)
+
+    assert first != second
+    assert (await api_get(client, "/v2/users/me", first))[0] == 200
+    assert (await api_get(client, "/v2/users/me", second))[0] == 200
+    assert emulator.counters["account_token_ok"] == 2
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        None,
+        aiohttp.encode_basic_auth("emulator-s2s-client-id", "wrong"),
+        aiohttp.encode_basic_auth("wrong", "emulator-s2s-client-secret"),
+        "Basic !!!not-base64",
+        "Bearer emulator-s2s-client-secret",
+    ],
+)
+async def test_account_credentials_with_bad_basic_auth_is_invalid_client(
+    client: Client, emulator: ZoomEmulator, auth: str | None
+) -> None:
+    status, body = await token_call(client, account_grant(emulator), auth=auth)
+
+    assert (status, body) == (401, INVALID_CLIENT)
+    assert emulator.counters["account_token_invalid_client"] == 1
+    assert emulator.counters["account_token_ok"] == 0
+
+
+async def test_account_credentials_refuses_the_user_apps_credentials(
+    client: Client, emulator: ZoomEmulator
+) -> None:
+    status, body = await token_call(client, account_grant(emulator), auth=BASIC)
+
+    assert (status, body) == (401, INVALID_CLIENT)
+    assert emulator.counters["account_token_invalid_client"] == 1
+
+
+async def test_user_grants_refuse_the_s2s_apps_credentials(
+    client: Client, emulator: ZoomEmulator
+) -> None:
+    tokens = await sign_in(client)
+    data = {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token}
+
+    status, body = await token_call(client, data, auth=s2s_basic(emulator))
+
+    assert (status, body) == (401, INVALID_CLIENT)
+    assert (await refresh(client, tokens.refresh_token))[0] == 200
+
+
+@pytest.mark.parametrize("account_id", ["someone-elses-account", "", None])
+async def test_account_credentials_with_wrong_or_no_account_id_is_invalid_request(
+    client: Client, emulator: ZoomEmulator, account_id: str | None
+) -> None:
+    data = {"grant_type": "account_credentials"}
+    if account_id is not None:
+        data["account_id"] = account_id
+
+    status, body = await token_call(client, data, auth=s2s_basic(emulator))
+
+    assert (status, body) == (400, INVALID_ACCOUNT)
+    assert emulator.counters["account_token_rejected"] == 1
+    assert emulator.counters["account_token_ok"] == 0
+
+
+async def test_account_token_expires_by_the_clock(
+    client: Client, emulator: ZoomEmulator, clock: FakeClock
+) -> None:
+    token = await new_account_token(client, emulator)
+
+    clock.now += 3598
+    still, _ = await api_get(client, "/v2/users/me", token)
+    clock.now += 1
+    expired, body = await api_get(client, "/v2/users/me", token)
+
+    assert still == 200
+    assert (expired, body) == (401, {"code": 124, "message": "Access token is expired."})
+
+
+async def test_expire_access_tokens_expires_account_tokens(
+    client: Client, emulator: ZoomEmulator
+) -> None:
+    token = await new_account_token(client, emulator)
+
+    emulator.expire_access_tokens()
+
+    assert await api_get(client, "/v2/users/me", token) == (
+        401,
+        {"code": 124, "message": "Access token is expired."},
+    )
+
+
+async def test_revoke_all_ends_account_tokens(client: Client, emulator: ZoomEmulator) -> None:
+    token = await new_account_token(client, emulator)
+
+    emulator.revoke_all()
+
+    assert emulator.user_for(token) is None
+
+
+async def test_account_credentials_honours_token_endpoint_down(
+    client: Client, emulator: ZoomEmulator
+) -> None:
+    emulator.token_endpoint_mode = "down"
+
+    status, body = await mint_account_token(client, emulator)
+
+    assert status == 503
+    assert body["error"] == "temporarily_unavailable"
+    assert emulator.counters["account_token_ok"] == 0
+    assert emulator.counters["token_requests"] == 1
+
+
+async def test_account_credentials_honours_token_endpoint_slow(
+    client: Client, emulator: ZoomEmulator
+) -> None:
+    emulator.token_endpoint_mode = "slow"
+
+    pending = asyncio.create_task(mint_account_token(client, emulator))
+    async with asyncio.timeout(5):
+        await emulator.wait_for_stalled_token_requests(1)
+    assert not pending.done()
+    emulator.token_endpoint_mode = "ok"
+    status, _ = await pending
+
+    assert status == 200
+
+
+async def test_account_credentials_honours_token_endpoint_garbage(
+    client: Client, emulator: ZoomEmulator
+) -> None:
+    emulator.token_endpoint_mode = "garbage"
+
+    async with client.post(
+        "/oauth/token", data=account_grant(emulator), headers={"Authorization": s2s_basic(emulator)}
+    ) as resp:
+        assert resp.status == 200
+        assert resp.content_type == "text/html"
+    assert emulator.counters["account_token_ok"] == 0
+
+
+async def test_account_token_grant_logs_no_token_or_secret(
+    client: Client, emulator: ZoomEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    token = await new_account_token(client, emulator)
+    await api_get(client, "/v2/users/me", token)
+
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert token not in logged
+    assert emulator.service_client_secret not in logged

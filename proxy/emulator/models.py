@@ -8,7 +8,8 @@ from typing import Any
 
 @dataclass
 class EmulatedUser:
-    """The Zoom user who approves authorizations, as ``GET /v2/users/me`` shows them."""
+    """The Zoom user who approves authorizations (and whom account tokens act as, as the
+    account's owner), as ``GET /v2/users/me`` shows them."""
 
     id: str
     first_name: str
@@ -88,28 +89,26 @@ class RecordedRequest:
 
 @dataclass(frozen=True)
 class TokenSet:
-    """A freshly issued access and refresh token pair."""
+    """A freshly issued access and refresh token pair (or a lone account token)."""
 
     access_token: str = field(repr=False)
-    refresh_token: str = field(repr=False)
+    #: None for an account token (Server-to-Server OAuth), which Zoom issues without one.
+    refresh_token: str | None = field(repr=False)
     expires_in: int
     scope: str
 
     def as_json(self, *, api_url: str) -> dict[str, Any]:
         """The body of a successful ``POST /oauth/token``."""
-        return {
-            "access_token": self.access_token,
-            "token_type": "bearer",
-            "refresh_token": self.refresh_token,
-            "expires_in": self.expires_in,
-            "scope": self.scope,
-            "api_url": api_url,
-        }
+        body: dict[str, Any] = {"access_token": self.access_token, "token_type": "bearer"}
+        if self.refresh_token is not None:
+            body["refresh_token"] = self.refresh_token
+        return {**body, "expires_in": self.expires_in, "scope": self.scope, "api_url": api_url}
 
 
 class InvalidGrant(Exception):
-    """The token endpoint refuses a code or refresh token: HTTP 400 with Zoom's *reason*
-    and *error* (``invalid_request`` for codes, ``invalid_grant`` for refresh tokens)."""
+    """The token endpoint refuses a code, refresh token or account_id: HTTP 400 with
+    Zoom's *reason* and *error* (``invalid_request`` for codes and account ids,
+    ``invalid_grant`` for refresh tokens)."""
 
     def __init__(self, reason: str, error: str = "invalid_grant") -> None:
         super().__init__(reason)

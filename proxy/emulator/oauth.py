@@ -1,7 +1,10 @@
 """Zoom's OAuth endpoints: ``/oauth/authorize``, ``/oauth/token`` and ``/oauth/revoke``.
 
 The handlers translate HTTP to `ZoomEmulator`'s rules and its answers back to the
-bodies Zoom sends. Nothing here logs a code, token or secret.
+bodies Zoom sends. The token endpoint serves the user app's ``authorization_code`` and
+``refresh_token`` grants and the Server-to-Server app's ``account_credentials`` grant
+(``grant_type=account_credentials&account_id=...``), each app authenticated by HTTP
+Basic with its own client id and secret only. Nothing here logs a code, token or secret.
 """
 
 from __future__ import annotations
@@ -134,7 +137,12 @@ class OAuthRoutes:
         return _page("Invalid request", "<p>Choose Approve or Deny.</p>", status=400)
 
     async def token(self, request: web.Request) -> web.StreamResponse:
-        """``POST /oauth/token``: authorization_code and refresh_token grants."""
+        """``POST /oauth/token``: the authorization_code and refresh_token grants of the
+        user app, and the account_credentials grant of the Server-to-Server app.
+
+        `ZoomEmulator.token_endpoint_mode` applies to every grant alike, before the
+        request is read. The other app's credentials are ``invalid_client`` (401).
+        """
         emulator = self._emulator
         emulator.counters["token_requests"] += 1
         await emulator.wait_while_slow()
@@ -142,12 +150,18 @@ class OAuthRoutes:
             return _oauth_error(503, "temporarily_unavailable", "Service Unavailable")
         if emulator.token_endpoint_mode == "garbage":
             return _page("Zoom", "<p>Something went wrong. Please try again later.</p>")
-        if not self._client_authenticated(request):
-            return _invalid_client()
         params = await _params(request)
         grant_type = params.get("grant_type")
+        # The S2S app may only use its grant, and the user app only the others.
+        service = grant_type == "account_credentials"
+        if not self._client_authenticated(request, service=service):
+            if service:
+                emulator.counters["account_token_invalid_client"] += 1
+            return _invalid_client()
         try:
-            if grant_type == "authorization_code":
+            if service:
+                tokens = emulator.account_token(params.get("account_id", ""))
+            elif grant_type == "authorization_code":
                 tokens = emulator.exchange_code(
                     code=params.get("code", ""),
                     redirect_uri=params.get("redirect_uri", ""),
@@ -198,9 +212,14 @@ class OAuthRoutes:
             params["state"] = ask.state
         return _with_query(ask.redirect_uri, params)
 
-    def _client_authenticated(self, request: web.Request) -> bool:
+    def _client_authenticated(self, request: web.Request, *, service: bool = False) -> bool:
+        """Whether Basic auth names the user app, or with *service* the S2S app."""
         credentials = _basic_credentials(request.headers.get("Authorization", ""))
-        return credentials is not None and self._emulator.client_matches(*credentials)
+        if credentials is None:
+            return False
+        if service:
+            return self._emulator.service_client_matches(*credentials)
+        return self._emulator.client_matches(*credentials)
 
 
 def _basic_credentials(header: str) -> tuple[str, str] | None:

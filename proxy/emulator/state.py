@@ -3,6 +3,9 @@
 `ZoomEmulator` owns users, codes, grants and tokens, and decides what Zoom would
 decide; `ZoomEmulator.app` wires the HTTP routes of `oauth` and `api` onto it.
 A *grant* is one authorization: its tokens, across every refresh, live and die together.
+Two apps are emulated: the user app (``authorization_code`` with PKCE, then
+``refresh_token``) and a Server-to-Server app (``account_credentials``), whose every
+account token is a grant of its own, without a refresh token.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_CLIENT_ID = "emulator-client-id"
 DEFAULT_CLIENT_SECRET = "emulator-client-secret"
 DEFAULT_SCOPE = "user:read meeting:read meeting:write"
+DEFAULT_SERVICE_CLIENT_ID = "emulator-s2s-client-id"
+DEFAULT_SERVICE_CLIENT_SECRET = "emulator-s2s-client-secret"
+DEFAULT_ACCOUNT_ID = "emulator-account-id"
+#: What an account token (Server-to-Server OAuth) is granted.
+ACCOUNT_SCOPE = "meeting:read:admin meeting:write:admin user:read:admin report:read:admin"
 CODE_LIFETIME = 600
 TOKEN_ENDPOINT_MODES = frozenset({"ok", "down", "slow", "garbage"})
 
@@ -79,7 +87,11 @@ class ZoomEmulator:
 
     Tests steer it through public attributes and read what happened from others:
 
-    - `client_id`, `client_secret`: the only client credentials accepted.
+    - `client_id`, `client_secret`: the user app, the only client credentials accepted
+      for the ``authorization_code`` and ``refresh_token`` grants and for revoke.
+    - `service_client_id`, `service_client_secret`, `account_id`: the Server-to-Server
+      app and its account, the only ones the ``account_credentials`` grant accepts; see
+      `account_token`.
     - `auto_approve`: redirect with a code at once, or show an approve/deny page.
     - `user`: who approves the next authorization (a grant keeps the user it began with).
     - `token_lifetime`: ``expires_in`` of tokens issued from now on.
@@ -89,9 +101,11 @@ class ZoomEmulator:
     - `allowed_redirect_uris`: None accepts any http(s) URI, else exact membership.
     - `token_endpoint_mode`: see the property.
     - `counters`: "authorize", "code_ok", "code_rejected", "refresh_ok",
-      "refresh_rejected", "revoke", "api_ok", "api_401", "token_requests" (every
-      call to the token endpoint, whatever its mode), "downloads_aborted" and
-      "holds_aborted" (a held handler cancelled because its client went away).
+      "refresh_rejected", "account_token_ok", "account_token_rejected" (wrong or no
+      account_id), "account_token_invalid_client" (wrong or no S2S client credentials),
+      "revoke", "api_ok", "api_401", "token_requests" (every call to the token endpoint,
+      whatever its mode), "downloads_aborted" and "holds_aborted" (a held handler
+      cancelled because its client went away).
     - `api_requests`: every request that reached ``/v2``, as received.
     - `meetings`: meetings created through the API, by user id.
     - `clock`: seconds since the epoch; code age and token expiry follow it.
@@ -103,6 +117,9 @@ class ZoomEmulator:
         *,
         client_id: str = DEFAULT_CLIENT_ID,
         client_secret: str = DEFAULT_CLIENT_SECRET,
+        service_client_id: str = DEFAULT_SERVICE_CLIENT_ID,
+        service_client_secret: str = DEFAULT_SERVICE_CLIENT_SECRET,
+        account_id: str = DEFAULT_ACCOUNT_ID,
         user: EmulatedUser | None = None,
         token_lifetime: int = 3599,
         auto_approve: bool = True,
@@ -110,6 +127,9 @@ class ZoomEmulator:
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
+        self.service_client_id = service_client_id
+        self.service_client_secret = service_client_secret
+        self.account_id = account_id
         self.user = user if user is not None else default_user()
         self.token_lifetime = token_lifetime
         self.token_length: int | None = None
@@ -240,9 +260,15 @@ class ZoomEmulator:
     # --- OAuth rules ----------------------------------------------------------------
 
     def client_matches(self, client_id: str, client_secret: str) -> bool:
-        """Whether the credentials are this emulator's client id and secret."""
-        id_ok = secrets.compare_digest(client_id.encode(), self.client_id.encode())
-        secret_ok = secrets.compare_digest(client_secret.encode(), self.client_secret.encode())
+        """Whether the credentials are the user app's client id and secret."""
+        id_ok = _same(client_id, self.client_id)
+        secret_ok = _same(client_secret, self.client_secret)
+        return id_ok and secret_ok
+
+    def service_client_matches(self, client_id: str, client_secret: str) -> bool:
+        """Whether the credentials are the Server-to-Server app's client id and secret."""
+        id_ok = _same(client_id, self.service_client_id)
+        secret_ok = _same(client_secret, self.service_client_secret)
         return id_ok and secret_ok
 
     def redirect_uri_allowed(self, redirect_uri: str) -> bool:
@@ -297,6 +323,29 @@ class ZoomEmulator:
         self.counters["refresh_ok"] += 1
         return self._issue_tokens(entry.grant)
 
+    def account_token(self, account_id: str) -> TokenSet:
+        """The ``account_credentials`` grant, once the handler has authenticated the S2S
+        app: a fresh account token for *account_id*, else `InvalidGrant`
+        (``invalid_request``, "Invalid account_id").
+
+        The token acts as the account's owner, which the emulator takes to be `user` at
+        the time of minting (by default Ada, role "Owner"; the emulator models one
+        account, so `account_id` is not checked against ``user.account_id``):
+        ``/v2/users/me`` shows them and meetings are theirs, as with their user token. It is
+        granted `ACCOUNT_SCOPE`, lasts `token_lifetime` seconds by `clock`, and comes
+        without a refresh token; minting another leaves earlier ones valid. Each token
+        is its own grant, so `revoke` ends only it and `revoke_all` ends them all.
+        """
+        if not _same(account_id, self.account_id):
+            self.counters["account_token_rejected"] += 1
+            raise InvalidGrant("Invalid account_id", error="invalid_request")
+        grant = _Grant(user=self.user, scope=ACCOUNT_SCOPE)
+        self._grants.append(grant)
+        self.counters["account_token_ok"] += 1
+        access = self._new_access_token(grant, client_id=self.service_client_id)
+        logger.debug("account token issued for user %s", grant.user.id)
+        return TokenSet(access, None, self.token_lifetime, grant.scope)
+
     def revoke(self, token: str) -> None:
         """End the grant *token* (access or refresh, current or rotated) belongs to."""
         entry = self._access.get(token) or self._refresh.get(token)
@@ -336,23 +385,37 @@ class ZoomEmulator:
             grant.revoked = True
 
     def _issue_tokens(self, grant: _Grant) -> TokenSet:
+        """A user-app access and refresh token pair for *grant*."""
+        access = self._new_access_token(grant, client_id=self.client_id)
+        claims = {**self._claims(grant, self.client_id), "type": 1}
+        claims["exp"] = int(self.clock()) + 90 * 86400
+        refresh = tokens.new_token(claims, length=self.token_length)
+        self._refresh[refresh] = _RefreshToken(grant)
+        logger.debug("tokens issued for user %s", grant.user.id)
+        return TokenSet(access, refresh, self.token_lifetime, grant.scope)
+
+    def _new_access_token(self, grant: _Grant, *, client_id: str) -> str:
+        """A new access token of *grant*, valid for `token_lifetime` from now."""
         now = self.clock()
-        lifetime = self.token_lifetime
-        claims = {
+        claims = {**self._claims(grant, client_id), "type": 0}
+        claims["exp"] = int(now) + self.token_lifetime
+        access = tokens.new_token(claims, length=self.token_length)
+        self._access[access] = _AccessToken(grant, now + self.token_lifetime)
+        return access
+
+    def _claims(self, grant: _Grant, client_id: str) -> dict[str, object]:
+        now = int(self.clock())
+        return {
             "aud": "https://oauth.zoom.us",
             "uid": grant.user.id,
             "aid": grant.user.account_id,
-            "iss": f"zm:cid:{self.client_id}",
+            "iss": f"zm:cid:{client_id}",
             "ver": 10,
-            "nbf": int(now),
-            "iat": int(now),
+            "nbf": now,
+            "iat": now,
         }
-        length = self.token_length
-        access = tokens.new_token({**claims, "type": 0, "exp": int(now) + lifetime}, length=length)
-        refresh = tokens.new_token(
-            {**claims, "type": 1, "exp": int(now) + 90 * 86400}, length=length
-        )
-        self._access[access] = _AccessToken(grant, now + lifetime)
-        self._refresh[refresh] = _RefreshToken(grant)
-        logger.debug("tokens issued for user %s", grant.user.id)
-        return TokenSet(access, refresh, lifetime, grant.scope)
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time string equality, for credentials."""
+    return secrets.compare_digest(given.encode(), expected.encode())

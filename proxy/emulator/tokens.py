@@ -1,9 +1,10 @@
 """Zoom-shaped secrets: authorization codes, JWT-like tokens, and the PKCE check.
 
-Zoom's access and refresh tokens are opaque to clients but look like JWTs of about
-600 characters. The emulator imitates that shape so that cookie sizes, header sizes and
-log-scrubbing in the proxy are exercised realistically; nothing ever verifies the
-"signature", the emulator looks tokens up in its own tables.
+Zoom's access and refresh tokens (user and Server-to-Server account tokens alike) are
+opaque to clients but look like JWTs of about 600 characters. The emulator imitates that
+shape so that cookie sizes, header sizes and log-scrubbing in the proxy are exercised
+realistically; nothing ever verifies the "signature", the emulator looks tokens up in
+its own tables.
 """
 
 from __future__ import annotations

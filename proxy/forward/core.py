@@ -6,9 +6,11 @@ Both transports drive :meth:`Forwarder.forward`: aiohttp's handler
 parse the request into an :class:`ApiCall`, hand over its body, and write what the
 core gives their :class:`Answer`; everything else is decided here, once:
 
-* who the caller is (the session in the ``Cookie`` header);
+* who the caller is: the session in the ``Cookie`` header, or a service caller's key in
+  ``Authorization`` (when ``service`` is configured), admitted by its allow rules and rate;
 * where the call goes (:func:`upstream_target`: byte for byte under Zoom's base path);
-* which tokens it carries (fresh, or refreshed before expiry);
+* which tokens it carries (the session's, fresh or refreshed before expiry; or the
+  account's, minted);
 * what Zoom's 401 means: when it is about the token (:func:`about_the_token`), one
   refresh, and one replay when the body was kept whole; else nothing but itself;
 * how the answer is planned (Zoom's headers, the session's new cookie, the body whole
@@ -32,6 +34,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from proxy.callers.registry import Callers
 from proxy.config import Settings
 from proxy.errors import ClientTooSlow, Unauthenticated, UnsafePath, UpstreamUnreachable
 from proxy.forward.headers import headers_for_client, headers_for_zoom
@@ -39,6 +42,7 @@ from proxy.http.client import Body, BodyBrokeOff, Pool, Response
 from proxy.observe.logs import RequestRecord
 from proxy.observe.metrics import Metrics
 from proxy.session.store import SessionStore, SignedIn
+from proxy.tokens.account import AccountTokens
 from proxy.tokens.model import Tokens
 from proxy.tokens.refresh import Refresher
 from proxy.web.untrusted import is_safe_api_path
@@ -116,6 +120,7 @@ class ApiCall:
     """One ``/api`` request while it is handled, as the transport parsed it."""
 
     __slots__ = (
+        "authorization",
         "connection",
         "cookie_header",
         "cookies",
@@ -140,6 +145,7 @@ class ApiCall:
         record: RequestRecord,
         signed_in: SignedIn | None = None,
         target: str | None = None,
+        authorization: str | None = None,
     ) -> None:
         self.method = method
         self.raw_target = raw_target
@@ -153,6 +159,8 @@ class ApiCall:
         self.signed_in = signed_in
         #: Where it goes at Zoom, when the transport has already checked its path.
         self.target = target
+        #: The client's ``Authorization`` header: a service caller's key, if any.
+        self.authorization = authorization
         #: ``Set-Cookie`` values the answer carries, whatever it is: the session's new
         #: cookie once its tokens are refreshed.
         self.cookies: list[str] = []
@@ -196,6 +204,8 @@ class Forwarder:
         refresher: Refresher,
         upstream: Pool,
         metrics: Metrics,
+        callers: Callers | None = None,
+        account: AccountTokens | None = None,
     ) -> None:
         self._base_path = settings.zoom.api_base_path
         self._trust_forwarded = settings.trust_forwarded_headers
@@ -203,6 +213,11 @@ class Forwarder:
         self._refresher = refresher
         self._upstream = upstream
         self._metrics = metrics
+        #: Service callers (``service``), and the account token they share.
+        self._callers = callers
+        self._account = account
+        #: Whether users sign in: without, every call is a caller's.
+        self._users = settings.users_sign_in
 
     def target(self, raw_target: str) -> str:
         """Where ``raw_target`` goes at Zoom, or :class:`UnsafePath`."""
@@ -211,23 +226,25 @@ class Forwarder:
     async def forward(self, call: ApiCall, body: RequestBody, answer: Answer) -> None:
         """Send ``call`` to Zoom and its answer to ``answer``."""
         target = call.target or self.target(call.raw_target)
-        signed_in = call.signed_in or await self._sessions.load(call.cookie_header)
-        if signed_in is None:
-            raise Unauthenticated()
-        call.record.user_id = signed_in.data.user.id
-        refresher = self._refresher
-        tokens = signed_in.data.tokens
-        if not refresher.usable(tokens):
-            tokens = await refresher.fresh(tokens, session_id=signed_in.id)
-            self._keep(call, signed_in, tokens)
+        signed_in: SignedIn | None = None
+        if self._callers is not None and (call.authorization is not None or not self._users):
+            tokens = await self._caller_tokens(call, self._callers)
+        else:
+            signed_in = call.signed_in or await self._sessions.load(call.cookie_header)
+            if signed_in is None:
+                raise Unauthenticated()
+            call.record.user_id = signed_in.data.user.id
+            tokens = signed_in.data.tokens
+            if not self._refresher.usable(tokens):
+                tokens = await self._refresher.fresh(tokens, session_id=signed_in.id)
+                self._keep(call, signed_in, tokens)
         upstream = await self._send(call, target, tokens, body)
         try:
             seen = None
             if upstream.status == 401:
                 seen = None if upstream.bodiless else await _read_401(upstream)
                 if about_the_token(seen):
-                    tokens = await refresher.after_401(tokens, session_id=signed_in.id)
-                    self._keep(call, signed_in, tokens)
+                    tokens = await self._renew(call, tokens, signed_in)
                     if body.replayable:
                         upstream.release()
                         upstream = await self._send(call, target, tokens, body)
@@ -235,6 +252,25 @@ class Forwarder:
             await _relay(call, upstream, answer, seen)
         finally:
             upstream.release()
+
+    async def _caller_tokens(self, call: ApiCall, callers: Callers) -> Tokens:
+        """The account's token for a service caller whose key and rules admit this call
+        (SPEC 12): it never falls back to a cookie, and nothing it is refused reaches Zoom."""
+        caller = callers.identify(call.authorization or "")
+        call.record.caller = caller.name
+        caller.admit(call.method, call.raw_target[len(API_PREFIX) - 1 :].partition("?")[0])
+        assert self._account is not None
+        return await self._account.fresh()
+
+    async def _renew(self, call: ApiCall, tokens: Tokens, signed_in: SignedIn | None) -> Tokens:
+        """New tokens after Zoom refused ``tokens`` (code 124): the session's, refreshed
+        and kept; or, for a service caller, the account's, minted again."""
+        if signed_in is None:
+            assert self._account is not None
+            return await self._account.renew(tokens)
+        tokens = await self._refresher.after_401(tokens, session_id=signed_in.id)
+        self._keep(call, signed_in, tokens)
+        return tokens
 
     def _keep(self, call: ApiCall, signed_in: SignedIn, tokens: Tokens) -> None:
         """Record refreshed tokens in the session at once, and its new cookie in the call."""

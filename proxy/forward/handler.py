@@ -39,6 +39,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
         cookie_header=headers.get(hdrs.COOKIE, ""),
         forwarded_proto=headers.get("X-Forwarded-Proto"),
         record=request[RECORD],
+        authorization=headers.get(hdrs.AUTHORIZATION),
     )
     # An error's answer carries the session's new cookie too (proxy.web.errors).
     request[SET_COOKIES] = call.cookies

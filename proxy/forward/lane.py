@@ -8,7 +8,8 @@ The lane takes the common shape of ``/api`` call and drives the same
 bytes. It takes a request only when nothing but the core is needed to answer it:
 
 * ``GET``, ``HEAD``, ``POST``, ``PUT``, ``PATCH`` or ``DELETE`` on a safe ``/api/`` path;
-* a cookie session (``session.store: cookie``) that opens;
+* a cookie session (``session.store: cookie``) that opens, or a service caller's
+  ``Authorization`` (the core checks the key, as it does on aiohttp's path);
 * no ``Origin``, and ``Sec-Fetch-Site`` absent, ``same-origin`` or ``none``: nothing to
   screen, no CORS to grant;
 * not a browser navigation (those get HTML errors and sign-in redirects);
@@ -63,6 +64,9 @@ class ApiLane:
         #: Bodies up to this size are read whole before forwarding: they can be sent
         #: again after a 401 (``upstream.max_replay_body``).
         self.max_whole_body = settings.upstream.max_replay_body
+        #: Whether service callers are served, and users sign in.
+        self.callers = settings.service.enabled
+        self.users = settings.users_sign_in
 
     def take(self, head: Head, reply: Reply) -> Job | None:
         first = head.first
@@ -79,6 +83,9 @@ class ApiLane:
             target = self.core.target(head.target)
         except UnsafePath:  # aiohttp's router answers these (its 404, not the lane's 400)
             return None
+        if self.callers and ("authorization" in first or not self.users):
+            # A service caller's: the core finds who it is, as on aiohttp's path.
+            return _Taken(self, head, reply, None, target)
         # Quiet: a cookie that fails here is reported where the request goes next.
         signed_in = self.sessions.read(first.get("cookie", ""), quiet=True)
         if signed_in is None:
@@ -111,7 +118,7 @@ class _Taken:
     __slots__ = ("chunked", "head", "lane", "reply", "request_id", "signed_in", "status", "target")
 
     def __init__(
-        self, lane: ApiLane, head: Head, reply: Reply, signed_in: SignedIn, target: str
+        self, lane: ApiLane, head: Head, reply: Reply, signed_in: SignedIn | None, target: str
     ) -> None:
         self.lane = lane
         self.head = head
@@ -145,6 +152,7 @@ class _Taken:
             record=record,
             signed_in=self.signed_in,
             target=self.target,
+            authorization=first.get("authorization"),
         )
         # Counted as failed unless answered; not at all when the client left mid-body.
         counted: int | None = 500

@@ -37,6 +37,7 @@ class RequestRecord:
 
     __slots__ = (
         "_context",
+        "caller",
         "method",
         "raw_target",
         "request_id",
@@ -59,6 +60,8 @@ class RequestRecord:
         self.request_id = request_id
         #: The Zoom user the request acted for, once its session is known.
         self.user_id = "-"
+        #: Or the service caller it came from, once its key is known.
+        self.caller: str | None = None
         #: The status Zoom's API answered with, for a forwarded request.
         self.upstream_status: int | None = None
         #: Whether ``X-Forwarded-For`` names the client (``trust_forwarded_headers``).
@@ -152,6 +155,7 @@ class AccessLogger(AbstractAccessLogger):
             status=response.status,
             seconds=time,
             user_id="-" if record is None else record.user_id,
+            caller=None if record is None else record.caller,
             request_id="-" if record is None else record.request_id,
             upstream_status=None if record is None else record.upstream_status,
             remote=client_address(
@@ -173,25 +177,28 @@ def log_access(
     request_id: str,
     upstream_status: int | None,
     remote: str,
+    caller: str | None = None,
 ) -> None:
-    """The access-log line (and its JSON fields) for one answered request."""
+    """The access-log line (and its JSON fields) for one answered request: who made it
+    is ``user=<id>``, or ``caller=<name>`` for a service caller."""
     fields = {
         "method": method,
         "path": redacted_target(raw_target),
         "status": status,
         "duration_ms": round(seconds * 1000, 1),
         "user_id": user_id,
+        "caller": caller,
         "request_id": request_id,
         "upstream_status": upstream_status,
         "remote": remote,
     }
     logger.info(
-        "%s %s %d %.1fms user=%s upstream=%s remote=%s",
+        "%s %s %d %.1fms %s upstream=%s remote=%s",
         method,
         fields["path"],
         status,
         fields["duration_ms"],
-        user_id,
+        f"user={user_id}" if caller is None else f"caller={caller}",
         upstream_status or "-",
         remote,
         extra={"access": fields, "request_id": request_id},

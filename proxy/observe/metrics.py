@@ -80,12 +80,32 @@ class Metrics:
             "Redis commands that failed (unreachable, timed out, refused).",
             registry=self.registry,
         )
+        self.caller_requests = Counter(
+            "zoom_proxy_caller_requests",
+            "Service callers' requests answered, by caller name (from the config, so a"
+            " bounded set) and status class.",
+            ("caller", "status"),
+            registry=self.registry,
+        )
+        self.account_token_mints = Counter(
+            "zoom_proxy_account_token_mints",
+            "Account tokens minted for service callers, by outcome: ok,"
+            " service_credentials_rejected, token_endpoint_unavailable, token_endpoint_invalid.",
+            ("outcome",),
+            registry=self.registry,
+        )
         #: ``requests.labels(...)`` takes a lock and builds a key; the label set is
         #: small and fixed, so each child is looked up once.
         self._request_counters: dict[tuple[str, str, str], Counter] = {}
 
     def count_refresh(self, outcome: str) -> None:
         self.refreshes.labels(outcome).inc()
+
+    def count_account_token_mint(self, outcome: str) -> None:
+        self.account_token_mints.labels(outcome).inc()
+
+    def count_caller_answer(self, caller: str, status: int) -> None:
+        self.caller_requests.labels(caller, _STATUS_CLASSES[status // 100]).inc()
 
     def count_sign_in(self, outcome: str) -> None:
         self.sign_ins.labels(outcome).inc()

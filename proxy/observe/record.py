@@ -52,6 +52,8 @@ class Requests:
         self._lifecycle.leave()
         if status is not None:
             self._metrics.count_answer(record.method, record.raw_target, status)
+            if record.caller is not None:
+                self._metrics.count_caller_answer(record.caller, status)
         record.end()
 
     def log_access(
@@ -72,6 +74,7 @@ class Requests:
                 status=status,
                 seconds=seconds,
                 user_id=record.user_id,
+                caller=record.caller,
                 request_id=record.request_id,
                 upstream_status=record.upstream_status,
                 remote=client_address(peer, forwarded_for, trusted=record.trust_forwarded),

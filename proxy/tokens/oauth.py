@@ -12,6 +12,7 @@ import hashlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -20,7 +21,9 @@ import aiohttp
 
 from proxy.errors import (
     CodeRejected,
+    ProxyError,
     RefreshRejected,
+    ServiceCredentialsRejected,
     TokenEndpointInvalid,
     TokenEndpointUnavailable,
     UpstreamTimeout,
@@ -90,14 +93,43 @@ class ZoomOAuth:
             "redirect_uri": self.redirect_uri,
             "code_verifier": verifier,
         }
-        return await self._token_call(form, rejected=CodeRejected, rejected_errors=None)
+        return await self._token_call(
+            form, rejected=lambda status: CodeRejected(), rejected_errors=None
+        )
 
     async def refresh(self, refresh_token: str) -> Tokens:
         """Rotate the token pair; a dead refresh token is :class:`RefreshRejected`."""
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
         return await self._token_call(
-            form, rejected=RefreshRejected, rejected_errors=frozenset({"invalid_grant"})
+            form,
+            rejected=lambda status: RefreshRejected(),
+            rejected_errors=frozenset({"invalid_grant"}),
         )
+
+    async def account_token(self, account_id: str) -> Tokens:
+        """A Server-to-Server app's account token (``account_credentials``; no refresh
+        token). Zoom refusing the app (401) or the account ID (400) is
+        :class:`ServiceCredentialsRejected`, logged once naming the key at fault."""
+        form = {"grant_type": "account_credentials", "account_id": account_id}
+        return await self._token_call(
+            form,
+            rejected=self._service_rejected,
+            rejected_errors=None,
+            rejected_statuses=frozenset({400, 401}),
+            refreshable=False,
+        )
+
+    def _service_rejected(self, status: int) -> ServiceCredentialsRejected:
+        at_fault = (
+            "service.account_id" if status == 400 else "service.client_id and service.client_secret"
+        )
+        log.error(
+            "Zoom refused the service app's account token (HTTP %d): check %s (client_id %s)",
+            status,
+            at_fault,
+            self.client_id,
+        )
+        return ServiceCredentialsRejected()
 
     async def revoke(self, token: str) -> bool:
         """Revoke the authorization at Zoom, best effort: failures are logged, not raised."""
@@ -143,11 +175,14 @@ class ZoomOAuth:
         self,
         form: dict[str, str],
         *,
-        rejected: type[CodeRejected | RefreshRejected],
+        rejected: Callable[[int], ProxyError],
         rejected_errors: frozenset[str] | None,
+        rejected_statuses: frozenset[int] = frozenset({400}),
+        refreshable: bool = True,
     ) -> Tokens:
-        """POST to the token endpoint. A 400 whose ``error`` is in ``rejected_errors``
-        (any 400, when that is None) raises ``rejected``."""
+        """POST to the token endpoint. A status in ``rejected_statuses`` (a 400) whose
+        ``error`` is in ``rejected_errors`` (any, when that is None) raises ``rejected``,
+        given the status."""
         try:
             async with self.http.post(
                 self.token_url,
@@ -163,8 +198,8 @@ class ZoomOAuth:
             log.warning("Zoom's token endpoint answered HTTP %d", status)
             raise TokenEndpointUnavailable()
         error = body.get("error") if isinstance(body, dict) else None
-        if status == 400 and (rejected_errors is None or error in rejected_errors):
-            raise rejected()
+        if status in rejected_statuses and (rejected_errors is None or error in rejected_errors):
+            raise rejected(status)
         if status != 200 or not isinstance(body, dict):
             log.error("Zoom's token endpoint answered HTTP %d, error %r", status, error)
             raise TokenEndpointInvalid(
@@ -172,7 +207,7 @@ class ZoomOAuth:
                 + (" (check zoom.client_id and zoom.client_secret)." if status == 401 else ".")
             )
         try:
-            return tokens_from_zoom(body)
+            return tokens_from_zoom(body, refreshable=refreshable)
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             log.error("Zoom's token endpoint answered without usable tokens")
             raise TokenEndpointInvalid() from exc
@@ -183,9 +218,12 @@ def _is_token(value: object) -> bool:
     return isinstance(value, str) and bool(value) and value.isascii() and value.isprintable()
 
 
-def tokens_from_zoom(body: dict[str, Any]) -> Tokens:
-    access, refresh = body["access_token"], body["refresh_token"]
-    if not (_is_token(access) and _is_token(refresh)):
+def tokens_from_zoom(body: dict[str, Any], *, refreshable: bool = True) -> Tokens:
+    """Tokens from a token endpoint's answer; an account token (not ``refreshable``)
+    has no refresh token."""
+    access = body["access_token"]
+    refresh = body["refresh_token"] if refreshable else ""
+    if not (_is_token(access) and (_is_token(refresh) or not refreshable)):
         raise ValueError("tokens missing or malformed")
     expires_in = float(body["expires_in"])
     if not 0 < expires_in <= MAX_EXPIRES_IN:

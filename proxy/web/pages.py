@@ -69,6 +69,18 @@ def signed_out_page() -> str:
     )
 
 
+def service_only_page(public_url: str) -> str:
+    """``/`` on a proxy without the user app: nobody signs in here."""
+    curl = f'curl -H "Authorization: Bearer $CALLER_KEY" {public_url}/api/users'
+    return page(
+        "zoom-proxy",
+        "<p>This proxy serves service callers only: backends that call Zoom's API as the"
+        " account, each with a key of its own (<code>service.callers</code>). Nobody signs"
+        " in here.</p>"
+        f"<pre>{escape(curl)}</pre>",
+    )
+
+
 def signed_in_page(session: SessionData, *, public_url: str) -> str:
     user, tokens = session.user, session.tokens
     remaining = max(0, int(tokens.expires_at - time.time()))

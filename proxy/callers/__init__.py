@@ -1,0 +1,1 @@
+"""Service callers: backends that call Zoom as the account with keys the proxy issues."""
