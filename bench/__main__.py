@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
         "--profile", help="also record each revision with py-spy, into this folder"
     )
     ab_parser.add_argument(
+        "--ab-connections", type=int, help="wrk connections (64; 1000 for the load row)"
+    )
+    ab_parser.add_argument(
         "--instructions",
         action="store_true",
         help="count instructions per request under callgrind instead (repeatable to <1%%)",
@@ -115,6 +118,7 @@ def _main(argv: Sequence[str] | None) -> int:
             "seconds": args.ab_seconds,
             "rounds": args.ab_rounds,
             "profile": args.profile,
+            "connections": args.ab_connections,
             "instructions": args.instructions,
         }
         return ab.main(

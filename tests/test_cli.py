@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin
 
 import aiohttp
@@ -356,23 +357,8 @@ async def test_demo_cookie_jar_works_with_curl(
     async with browser.get(urljoin(demo, "/auth/cookiejar")) as response:
         assert response.status == 200
         jar.write_bytes(await response.read())
-    curl = await asyncio.create_subprocess_exec(
-        "curl",
-        "--silent",
-        "--show-error",
-        "--fail",
-        "-b",
-        str(jar),
-        "-c",
-        str(jar),
-        urljoin(demo, "/api/users/me"),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(curl.communicate(), TIMEOUT)
-    assert curl.returncode == 0, err.decode()
-    assert json.loads(out)["id"] == default_user().id
+    me = await curl_json("-b", str(jar), "-c", str(jar), urljoin(demo, "/api/users/me"))
+    assert me["id"] == default_user().id
 
 
 async def test_the_demos_caller_curl_line_works_when_pasted(tmp_path: Path) -> None:
@@ -380,18 +366,27 @@ async def test_the_demos_caller_curl_line_works_when_pasted(tmp_path: Path) -> N
     async with running("--demo", "--port", str(port), stderr_path=tmp_path / "demo.log") as demo:
         banner = await demo_banner(demo)
         [line] = [text.strip() for text in banner.splitlines() if "Authorization: Bearer" in text]
-        curl = await asyncio.create_subprocess_exec(
-            *shlex.split(line),
-            "--silent",
-            "--show-error",
-            "--fail",
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(curl.communicate(), TIMEOUT)
+        program, *arguments = shlex.split(line)
+        assert program == "curl"
+        me = await curl_json(*arguments)
+    assert me["id"] == default_user().id
+
+
+async def curl_json(*arguments: str) -> Any:
+    """What a real curl prints for ``arguments``, as JSON; it must not fail."""
+    curl = await asyncio.create_subprocess_exec(
+        "curl",
+        "--silent",
+        "--show-error",
+        "--fail",
+        *arguments,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(curl.communicate(), TIMEOUT)
     assert curl.returncode == 0, err.decode()
-    assert json.loads(out)["id"] == default_user().id
+    return json.loads(out)
 
 
 # --- gen-key and check-config ------------------------------------------------------------
