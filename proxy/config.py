@@ -56,6 +56,7 @@ import yaml
 from cryptography.fernet import Fernet
 
 from proxy.callers.rules import AllowRule, parse_rule
+from proxy.forward.download_url import Origin, parse_origin
 
 DEFAULT_CONFIG_PATH = "config.yaml"
 CONFIG_PATH_VARIABLE = "ZOOM_PROXY_CONFIG"
@@ -128,6 +129,11 @@ class ZoomSettings:
     revoke_url: str = "https://zoom.us/oauth/revoke"
     api_base_url: str = "https://api.zoom.us/v2"
     scopes: tuple[str, ...] = ()
+    #: Where ``/download`` may go first, with the user's token (``*.``: any subdomain).
+    download_origins: tuple[Origin, ...] = (
+        Origin("https", "zoom.us", 443),
+        Origin("https", "*.zoom.us", 443),
+    )
 
     @property
     def api_origin(self) -> str:
@@ -471,6 +477,13 @@ def _list_of(item: Callable[[str], object]) -> _Convert:
     return convert
 
 
+def _download_origin(text: str) -> Origin:
+    try:
+        return parse_origin(text)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+
+
 def _not_empty(text: str) -> str:
     if not text:
         raise _Invalid("must not be empty")
@@ -672,6 +685,7 @@ _CONVERTERS: dict[str, _Convert] = {
     "zoom.revoke_url": _http_url,
     "zoom.api_base_url": _api_base_url,
     "zoom.scopes": _scopes,
+    "zoom.download_origins": _list_of(_download_origin),
     "service.account_id": _text,
     "service.client_id": _text,
     "service.client_secret": _secret,
@@ -1014,6 +1028,10 @@ def effective_config(settings: Settings) -> dict[str, object]:
             return _MASK
         if isinstance(value, RedisURL):
             return value.masked
+        if isinstance(value, AllowRule):
+            return value.text
+        if isinstance(value, Origin):
+            return str(value)
         if is_dataclass(value) and not isinstance(value, type):
             return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
         if isinstance(value, tuple):

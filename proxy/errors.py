@@ -13,6 +13,7 @@ either transport writes (:mod:`proxy.web.errors` adds pages for browsers)::
     │   ├── UnsafePath                  (400 unsafe_path)
     │   ├── ClientTooSlow               (408 client_too_slow)
     │   │   └── HeadTooSlow             (408 client_too_slow)
+    │   ├── BadDownloadUrl              (400 bad_download_url)
     │   ├── LoginStateInvalid           (400 invalid_state)
     │   └── CodeRejected                (400 invalid_code)
     ├── Unauthenticated                 (401 unauthenticated)
@@ -111,6 +112,14 @@ class ClientTooSlow(BadRequest):
 
 class HeadTooSlow(ClientTooSlow):
     default_message = "The request's headers did not arrive in time; send it again."
+
+
+class BadDownloadUrl(BadRequest):
+    code = "bad_download_url"
+    default_message = (
+        "url must be a recording's download_url: https, on an origin in "
+        "zoom.download_origins, with a path under /rec/, and no userinfo or fragment."
+    )
 
 
 class LoginStateInvalid(BadRequest):

@@ -746,3 +746,12 @@ def test_the_service_secret_is_masked_and_never_in_a_problem() -> None:
     assert effective_config(settings)["service"]["client_secret"] == "**********"  # type: ignore[index]
     problems = _problems(service=_service(account_id=None))
     assert not any("s2s-secret-value" in p for p in problems)
+
+
+def test_download_origins_default_to_zooms_web_hosts_and_reject_junk() -> None:
+    assert [str(o) for o in _settings().zoom.download_origins] == [
+        "https://zoom.us",
+        "https://*.zoom.us",
+    ]
+    [problem] = _problems(zoom={"download_origins": ["https://zoom.us", "zoom.us/rec"]})
+    assert problem.startswith("zoom.download_origins[1]: ")
