@@ -14,6 +14,7 @@ from proxy.callers.registry import Callers
 from proxy.config import Settings
 from proxy.errors import RefreshRejected, SessionStoreUnavailable
 from proxy.forward.core import FORWARDER, Forwarder
+from proxy.forward.download import download
 from proxy.forward.handler import forward
 from proxy.http.client import Pool
 from proxy.observe.lifecycle import LIFECYCLE, Lifecycle
@@ -81,6 +82,7 @@ def create_app(settings: Settings) -> web.Application:
     # (?s): a decoded %0a must not make a path miss the route (a 404, where every other
     # control character gets forward's 400).
     app.router.add_route("*", "/api/{tail:(?s:.*)}", forward)
+    app.router.add_get("/download", download)
     app.router.add_get("/", index if settings.users_sign_in else service_only_index)
     app.router.add_get("/favicon.ico", favicon)
     if settings.users_sign_in:  # else the sign-in routes are 404: nobody signs in

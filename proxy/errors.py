@@ -24,6 +24,8 @@ either transport writes (:mod:`proxy.web.errors` adds pages for browsers)::
     │   └── CallerNotAllowed            (403 caller_not_allowed)
     ├── CallerRateLimited               (429 rate_limited, with Retry-After)
     ├── UpstreamUnreachable             (502 upstream_unreachable)
+    ├── TooManyRedirects                (502 too_many_redirects)
+    ├── InsecureRedirect                (502 insecure_redirect)
     ├── TokenEndpointInvalid            (502 token_endpoint_invalid)
     ├── ServiceCredentialsRejected      (502 service_credentials_rejected)
     ├── TokenEndpointUnavailable        (503 token_endpoint_unavailable)
@@ -209,6 +211,18 @@ class UpstreamUnreachable(ProxyError):
     status = 502
     code = "upstream_unreachable"
     default_message = "Zoom's API could not be reached. Try again shortly."
+
+
+class TooManyRedirects(ProxyError):
+    status = 502
+    code = "too_many_redirects"
+    default_message = "The download redirected more than 5 times."
+
+
+class InsecureRedirect(ProxyError):
+    status = 502
+    code = "insecure_redirect"
+    default_message = "The download redirected from https to plain http, which is refused."
 
 
 class TokenEndpointInvalid(ProxyError):

@@ -81,6 +81,13 @@ class Caller:
         if self._bucket is not None:
             self._bucket.take()
 
+    def admit_download(self) -> None:
+        """:class:`CallerNotAllowed` unless it has ``downloads: true``; then its rate."""
+        if not self.downloads:
+            raise CallerNotAllowed("This caller may not use /download (downloads: false).")
+        if self._bucket is not None:
+            self._bucket.take()
+
 
 class Callers:
     """The configured callers, found by key."""

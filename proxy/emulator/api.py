@@ -123,6 +123,7 @@ class ApiRoutes:
         router = app.router
         router.add_get("/users/me", self.users_me)
         router.add_get("/users/me/meetings", self.list_meetings)
+        router.add_get("/users/me/recordings", self.list_recordings)
         router.add_post("/users/me/meetings", self.create_meeting)
         router.add_route("*", "/meetings/{tail:.+}", self.meeting)
         router.add_get("/past_meetings/{tail:.+}", self.past_meeting)
@@ -174,6 +175,26 @@ class ApiRoutes:
                 "meetings": listed[:PAGE_SIZE],
             }
         )
+
+    async def list_recordings(self, request: web.Request) -> web.StreamResponse:
+        """Every recording, one meeting each, its ``download_url`` on this origin."""
+        origin = str(request.url.origin())
+        meetings = [
+            {
+                "uuid": recording,
+                "topic": f"Recording {recording}",
+                "recording_files": [
+                    {
+                        "id": recording,
+                        "file_type": "MP4",
+                        "file_size": size,
+                        "download_url": f"{origin}/rec/download/{recording}",
+                    }
+                ],
+            }
+            for recording, size in self._emulator.recordings.items()
+        ]
+        return web.json_response({"total_records": len(meetings), "meetings": meetings})
 
     async def create_meeting(self, request: web.Request) -> web.StreamResponse:
         fields = _json_object(request[_BODY])

@@ -33,6 +33,7 @@ from proxy.emulator.models import (
     default_user,
 )
 from proxy.emulator.oauth import OAuthRoutes
+from proxy.emulator.recordings import WebRoutes
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +141,10 @@ class ZoomEmulator:
         self.counters: collections.Counter[str] = collections.Counter()
         self.api_requests: list[RecordedRequest] = []
         self.meetings: dict[str, list[dict[str, Any]]] = {}
+        #: Cloud recordings by id: their size in bytes (:mod:`proxy.emulator.recordings`).
+        self.recordings: dict[str, int] = {}
+        #: Where recordings redirect to: a running StorageServer's base URL.
+        self.storage_url: str | None = None
         self._mode = "ok"
         self._changed: asyncio.Event | None = None  # set and replaced on every change
         self._stalled = 0
@@ -154,6 +159,7 @@ class ZoomEmulator:
         """A fresh aiohttp application serving this emulator's state."""
         app = web.Application()
         OAuthRoutes(self).setup(app)
+        WebRoutes(self).setup(app)
         app.add_subapp("/v2", ApiRoutes(self).app())
         return app
 
@@ -345,6 +351,12 @@ class ZoomEmulator:
         access = self._new_access_token(grant, client_id=self.service_client_id)
         logger.debug("account token issued for user %s", grant.user.id)
         return TokenSet(access, None, self.token_lifetime, grant.scope)
+
+    def add_recording(self, size: int) -> str:
+        """A new cloud recording of ``size`` bytes; its id."""
+        recording = secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
+        self.recordings[recording] = size
+        return recording
 
     def revoke(self, token: str) -> None:
         """End the grant *token* (access or refresh, current or rotated) belongs to."""

@@ -226,25 +226,25 @@ class Forwarder:
     async def forward(self, call: ApiCall, body: RequestBody, answer: Answer) -> None:
         """Send ``call`` to Zoom and its answer to ``answer``."""
         target = call.target or self.target(call.raw_target)
-        signed_in: SignedIn | None = None
-        if self._callers is not None and (call.authorization is not None or not self._users):
-            tokens = await self._caller_tokens(call, self._callers)
-        else:
-            signed_in = call.signed_in or await self._sessions.load(call.cookie_header)
-            if signed_in is None:
-                raise Unauthenticated()
+        signed_in = call.signed_in
+        if (
+            signed_in is not None
+            and call.authorization is None
+            and self._refresher.usable(signed_in.data.tokens)
+        ):
+            # The lane has read the session and its tokens need nothing: the common
+            # case, kept free of another coroutine.
             call.record.user_id = signed_in.data.user.id
             tokens = signed_in.data.tokens
-            if not self._refresher.usable(tokens):
-                tokens = await self._refresher.fresh(tokens, session_id=signed_in.id)
-                self._keep(call, signed_in, tokens)
+        else:
+            tokens, signed_in = await self.credentials(call)
         upstream = await self._send(call, target, tokens, body)
         try:
             seen = None
             if upstream.status == 401:
                 seen = None if upstream.bodiless else await _read_401(upstream)
                 if about_the_token(seen):
-                    tokens = await self._renew(call, tokens, signed_in)
+                    tokens = await self.renew(call, tokens, signed_in)
                     if body.replayable:
                         upstream.release()
                         upstream = await self._send(call, target, tokens, body)
@@ -253,16 +253,35 @@ class Forwarder:
         finally:
             upstream.release()
 
-    async def _caller_tokens(self, call: ApiCall, callers: Callers) -> Tokens:
-        """The account's token for a service caller whose key and rules admit this call
-        (SPEC 12): it never falls back to a cookie, and nothing it is refused reaches Zoom."""
-        caller = callers.identify(call.authorization or "")
-        call.record.caller = caller.name
-        caller.admit(call.method, call.raw_target[len(API_PREFIX) - 1 :].partition("?")[0])
-        assert self._account is not None
-        return await self._account.fresh()
+    async def credentials(
+        self, call: ApiCall, *, download: bool = False
+    ) -> tuple[Tokens, SignedIn | None]:
+        """Who makes ``call``, and the tokens to send for it: a service caller's key
+        (when ``service`` is on and ``Authorization`` is sent, or always without the user
+        app), admitted by its rules (or, for a ``download``, its ``downloads`` flag) and
+        its rate, with the account's token; else the session, with its tokens refreshed
+        if they expire within the margin (and ``None`` for no session)."""
+        callers = self._callers
+        if callers is not None and (call.authorization is not None or not self._users):
+            caller = callers.identify(call.authorization or "")
+            call.record.caller = caller.name
+            if download:
+                caller.admit_download()
+            else:
+                caller.admit(call.method, call.raw_target[len(API_PREFIX) - 1 :].partition("?")[0])
+            assert self._account is not None
+            return await self._account.fresh(), None
+        signed_in = call.signed_in or await self._sessions.load(call.cookie_header)
+        if signed_in is None:
+            raise Unauthenticated()
+        call.record.user_id = signed_in.data.user.id
+        tokens = signed_in.data.tokens
+        if not self._refresher.usable(tokens):
+            tokens = await self._refresher.fresh(tokens, session_id=signed_in.id)
+            self._keep(call, signed_in, tokens)
+        return tokens, signed_in
 
-    async def _renew(self, call: ApiCall, tokens: Tokens, signed_in: SignedIn | None) -> Tokens:
+    async def renew(self, call: ApiCall, tokens: Tokens, signed_in: SignedIn | None) -> Tokens:
         """New tokens after Zoom refused ``tokens`` (code 124): the session's, refreshed
         and kept; or, for a service caller, the account's, minted again."""
         if signed_in is None:

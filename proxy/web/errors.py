@@ -53,7 +53,8 @@ def login_url(public_url: str, next_path: str | None = None) -> str:
 
 def render_error(request: web.Request, error: ProxyError) -> web.Response:
     """The response for ``error``; for a refused refresh it also ends the session."""
-    api = request.path.startswith("/api/")
+    # /api/* and /download navigations go to sign-in and come back.
+    api = request.path.startswith("/api/") or request.path == "/download"
     login = login_url(request.app[SETTINGS].public_url, request.raw_path if api else None)
     if not is_browser_navigation(request):
         answer = error_answer(error, login)

@@ -1,0 +1,277 @@
+"""``/download?url=…`` (SPEC 13), end to end: the emulator's web origin checks the token
+and redirects to a storage server on another port, which serves bytes with Range and
+records what it saw."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from proxy import serve
+from proxy.callers.registry import new_key
+from proxy.emulator.api import download_chunks
+from proxy.emulator.recordings import StorageServer
+from tests.helpers.proxies import Proxy, ProxyFactory, Zoom
+
+pytestmark = pytest.mark.both_transports
+
+SIZE = 3 << 20
+KEY, KEY_SHA256 = new_key()
+
+
+def pattern(size: int, start: int = 0) -> bytes:
+    return b"".join(download_chunks(size, start))
+
+
+@pytest.fixture
+async def storage(zoom: Zoom) -> AsyncIterator[StorageServer]:
+    server = StorageServer(zoom.emulator)
+    runner = await serve.start(server.app(), host="127.0.0.1", port=0, lane=False)
+    zoom.emulator.storage_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield server
+    await runner.cleanup()
+
+
+def settings(zoom: Zoom, **service: Any) -> dict[str, Any]:
+    sections: dict[str, Any] = {"zoom": {"download_origins": [zoom.base_url]}}
+    if service:
+        emulator = zoom.emulator
+        sections["service"] = {
+            "account_id": emulator.account_id,
+            "client_id": emulator.service_client_id,
+            "client_secret": emulator.service_client_secret,
+            "callers": [{"name": "archiver", "key_sha256": KEY_SHA256, **service}],
+        }
+    return sections
+
+
+@pytest.fixture
+async def proxy(make_proxy: ProxyFactory, zoom: Zoom, storage: StorageServer) -> Proxy:
+    proxy = await make_proxy(**settings(zoom))
+    await proxy.sign_in()
+    return proxy
+
+
+def download_url(zoom: Zoom, recording: str) -> str:
+    return f"{zoom.base_url}/rec/download/{recording}"
+
+
+def through(proxy: Proxy, url: str) -> str:
+    return f"{proxy.url}/download?url={quote(url, safe='')}"
+
+
+async def test_a_recording_streams_whole_with_its_headers(
+    proxy: Proxy, storage: StorageServer
+) -> None:
+    recording = proxy.zoom.emulator.add_recording(SIZE)
+    async with proxy.client.get(through(proxy, download_url(proxy.zoom, recording))) as response:
+        body = await response.read()
+        assert response.status == 200
+        assert response.headers["Content-Length"] == str(SIZE)
+        assert response.headers["Content-Type"] == "video/mp4"
+        assert response.headers["Accept-Ranges"] == "bytes"
+        assert response.headers["ETag"] == f'"{recording}"'
+        assert recording in response.headers["Content-Disposition"]
+        assert "Set-Cookie" not in response.headers  # the storage host set one
+    assert hashlib.sha256(body).digest() == hashlib.sha256(pattern(SIZE)).digest()
+
+
+async def test_the_storage_host_never_sees_a_token_or_a_cookie(
+    proxy: Proxy, storage: StorageServer
+) -> None:
+    recording = proxy.zoom.emulator.add_recording(1000)
+    async with proxy.client.get(through(proxy, download_url(proxy.zoom, recording))) as response:
+        assert response.status == 200
+    [seen] = storage.requests
+    names = {name.lower() for name in seen}
+    assert "authorization" not in names
+    assert "cookie" not in names
+    assert proxy.zoom.emulator.counters["recording_hits"] == 1  # the token went there
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "expected"),
+    [
+        ({"Range": "bytes=100-199"}, 206, (100, 100)),
+        ({"Range": "bytes=-50"}, 206, (SIZE - 50, 50)),
+        ({"Range": f"bytes={SIZE}-"}, 416, None),
+    ],
+    ids=["middle", "suffix", "unsatisfiable"],
+)
+async def test_a_range_goes_to_every_hop_and_its_answer_comes_back(
+    proxy: Proxy,
+    storage: StorageServer,
+    headers: dict[str, str],
+    status: int,
+    expected: tuple[int, int] | None,
+) -> None:
+    recording = proxy.zoom.emulator.add_recording(SIZE)
+    url = through(proxy, download_url(proxy.zoom, recording))
+    async with proxy.client.get(url, headers=headers) as response:
+        body = await response.read()
+        assert response.status == status
+        assert "Content-Range" in response.headers
+    if expected is not None:
+        start, length = expected
+        assert body == pattern(start + length)[start:]
+    assert storage.requests[-1]["Range"] == headers["Range"]
+
+
+async def test_a_matching_etag_is_304(proxy: Proxy, storage: StorageServer) -> None:
+    recording = proxy.zoom.emulator.add_recording(1000)
+    url = through(proxy, download_url(proxy.zoom, recording))
+    async with proxy.client.get(url, headers={"If-None-Match": f'"{recording}"'}) as response:
+        assert response.status == 304
+        assert await response.read() == b""
+
+
+async def test_head_gets_the_headers_and_no_body(proxy: Proxy, storage: StorageServer) -> None:
+    recording = proxy.zoom.emulator.add_recording(SIZE)
+    async with proxy.client.head(through(proxy, download_url(proxy.zoom, recording))) as response:
+        assert response.status == 200
+        assert response.headers["Content-Length"] == str(SIZE)
+        assert await response.read() == b""
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://zoom.us.evil.test/rec/x",
+        "http://127.0.0.1:1/rec/x",
+        "/rec/download/x",
+        "",
+    ],
+)
+async def test_a_bad_download_url_is_400_and_nothing_is_fetched(
+    proxy: Proxy, storage: StorageServer, url: str
+) -> None:
+    async with proxy.client.get(through(proxy, url)) as response:
+        assert response.status == 400
+        assert (await response.json())["error"] == "bad_download_url"
+    assert proxy.zoom.emulator.counters["recording_hits"] == 0
+    assert storage.requests == []
+
+
+async def test_a_path_outside_rec_on_zooms_origin_is_refused(
+    proxy: Proxy, storage: StorageServer
+) -> None:
+    before = len(proxy.zoom.emulator.api_requests)  # signing in asked for /users/me
+    url = f"{proxy.zoom.base_url}/rec/../v2/users/me"
+    async with proxy.client.get(through(proxy, url)) as response:
+        assert response.status == 400
+    assert len(proxy.zoom.emulator.api_requests) == before
+
+
+async def test_signed_out_a_script_gets_401_and_a_browser_goes_to_sign_in(
+    make_proxy: ProxyFactory, zoom: Zoom, storage: StorageServer
+) -> None:
+    proxy = await make_proxy(**settings(zoom))
+    url = through(proxy, download_url(zoom, zoom.emulator.add_recording(10)))
+    async with proxy.client.get(url) as response:
+        assert response.status == 401
+    navigation = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
+    async with proxy.client.get(url, headers=navigation, allow_redirects=False) as response:
+        assert response.status == 302
+        assert response.headers["Location"].startswith(f"{proxy.url}/auth/login?next=")
+        assert quote("/download?url=", safe="") in response.headers["Location"]
+
+
+async def test_an_expired_token_is_refreshed_and_the_download_retried(
+    proxy: Proxy, storage: StorageServer
+) -> None:
+    emulator = proxy.zoom.emulator
+    recording = emulator.add_recording(1000)
+    emulator.expire_access_tokens()
+    async with proxy.client.get(through(proxy, download_url(proxy.zoom, recording))) as response:
+        assert response.status == 200
+        assert len(await response.read()) == 1000
+        assert "zoom_proxy" in response.cookies  # the refreshed session
+    assert emulator.counters["refresh_ok"] == 1
+    assert emulator.counters["recording_hits"] == 2
+
+
+async def test_a_caller_needs_downloads_true(
+    make_proxy: ProxyFactory, zoom: Zoom, storage: StorageServer
+) -> None:
+    recording = zoom.emulator.add_recording(1000)
+    bearer = {"Authorization": f"Bearer {KEY}"}
+    allowed = await make_proxy(**settings(zoom, allow=["GET /users/**"], downloads=True))
+    refused = await make_proxy(**settings(zoom, allow=["GET /users/**"]))
+    async with aiohttp.ClientSession() as client:
+        async with client.get(
+            through(allowed, download_url(zoom, recording)), headers=bearer
+        ) as response:
+            assert response.status == 200
+            assert len(await response.read()) == 1000
+        async with client.get(
+            through(refused, download_url(zoom, recording)), headers=bearer
+        ) as response:
+            assert response.status == 403
+            assert (await response.json())["error"] == "caller_not_allowed"
+
+
+async def test_curl_resumes_a_cut_download_byte_for_byte(
+    proxy: Proxy, storage: StorageServer, tmp_path: Path
+) -> None:
+    recording = proxy.zoom.emulator.add_recording(SIZE)
+    partial = tmp_path / "recording.mp4"
+    partial.write_bytes(pattern(SIZE)[: SIZE // 3])  # what a cut download left
+    curl = await asyncio.create_subprocess_exec(
+        "curl",
+        "--silent",
+        "--show-error",
+        "--fail",
+        "-C",
+        "-",
+        "-o",
+        str(partial),
+        "-H",
+        f"Cookie: {proxy.cookie_header()}",
+        through(proxy, download_url(proxy.zoom, recording)),
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(curl.communicate(), 30)
+    assert curl.returncode == 0, err.decode()
+    assert partial.read_bytes() == pattern(SIZE)
+    assert storage.requests[-1]["Range"] == f"bytes={SIZE // 3}-"
+
+
+async def test_redirects_past_five_are_502_and_the_token_stays_on_its_origins(
+    make_proxy: ProxyFactory, zoom: Zoom
+) -> None:
+    seen: list[str | None] = []
+
+    async def hop(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        number = int(request.match_info["n"])
+        return web.Response(status=302, headers={"Location": f"/rec/hop/{number + 1}"})
+
+    app = web.Application()
+    app.router.add_get("/rec/hop/{n}", hop)
+    runner = await serve.start(app, host="127.0.0.1", port=0, lane=False)
+    origin = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        proxy = await make_proxy(zoom={"download_origins": [zoom.base_url]})
+        await proxy.sign_in()
+        # Not a download origin: the URL itself is refused.
+        async with proxy.client.get(through(proxy, f"{origin}/rec/hop/0")) as response:
+            assert response.status == 400
+        proxy = await make_proxy(zoom={"download_origins": [origin]})
+        await proxy.sign_in()
+        async with proxy.client.get(through(proxy, f"{origin}/rec/hop/0")) as response:
+            assert response.status == 502
+            assert (await response.json())["error"] == "too_many_redirects"
+    finally:
+        await runner.cleanup()
+    assert len(seen) == 6
+    assert all(value is not None and value.startswith("Bearer ") for value in seen)
