@@ -275,3 +275,29 @@ async def test_redirects_past_five_are_502_and_the_token_stays_on_its_origins(
         await runner.cleanup()
     assert len(seen) == 6
     assert all(value is not None and value.startswith("Bearer ") for value in seen)
+
+
+async def test_a_signed_out_download_link_signs_in_and_comes_back_to_the_download(
+    make_proxy: ProxyFactory, zoom: Zoom, storage: StorageServer
+) -> None:
+    proxy = await make_proxy(**settings(zoom))
+    recording = download_url(zoom, zoom.emulator.add_recording(1000))
+    navigation = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
+    async with proxy.client.get(through(proxy, recording), headers=navigation) as response:
+        assert response.status == 200
+        assert response.url.path == "/download"
+        assert response.url.query["url"] == recording
+        assert await response.read() == pattern(1000)
+    assert zoom.emulator.counters["code_ok"] == 1  # it went through sign-in
+
+
+async def test_a_storage_host_breaking_off_cuts_the_client_off(
+    proxy: Proxy, storage: StorageServer
+) -> None:
+    """So that the client can tell the download is incomplete (SPEC 6)."""
+    storage.break_after = 1 << 20
+    recording = proxy.zoom.emulator.add_recording(SIZE)
+    async with proxy.client.get(through(proxy, download_url(proxy.zoom, recording))) as response:
+        assert response.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()

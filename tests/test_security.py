@@ -74,6 +74,8 @@ OWN_PAYLOADS = [
     "/%e2%80%a8x",
     "/x?next=//evil.example",
     "/https://evil.example",
+    "/download//evil.example?url=x",
+    "//download?url=https://zoom.us/rec/x",
     "/" + "a" * MAX_NEXT_LENGTH,
 ]
 
@@ -91,6 +93,9 @@ LEGIT_NEXT = [
     "/100%",
     "/a/...",
     "/" + "a" * (MAX_NEXT_LENGTH - 1),
+    # SPEC 13: a download's next keeps its query, url= and all.
+    "/download?url=https%3A%2F%2Fzoom.us%2Frec%2Fdownload%2Fx",
+    "/download?url=https://zoom.us/rec/download/x",
 ]
 
 

@@ -58,6 +58,8 @@ class StorageServer:
         self._emulator = emulator
         #: Every request's headers, as received, in order.
         self.requests: list[dict[str, str]] = []
+        #: Bytes after which a body breaks off (the connection closes), if set.
+        self.break_after: int | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -95,8 +97,14 @@ class StorageServer:
         response.content_length = end - start + 1
         await response.prepare(request)
         if request.method != "HEAD":
+            sent = 0
             for chunk in download_chunks(end + 1, start):
+                if self.break_after is not None and sent >= self.break_after:
+                    if request.transport is not None:
+                        request.transport.close()
+                    return response
                 await response.write(chunk)
+                sent += len(chunk)
         await response.write_eof()
         return response
 

@@ -64,12 +64,21 @@ def safe_next(raw: str | None) -> str:
     # "//" anywhere ("/https://evil", "/x?u=//evil") is how a target re-emerges from a
     # naive prefix strip or a second redirect. Only the first decoding is checked for it:
     # Zoom's double-encoded meeting UUIDs ("%252F%252F") legitimately decode to "//".
-    if forms is None or any("//" in form for form in forms[:2]):
+    # The proxy's own /download keeps its query (SPEC 13: its url= is a URL), since the
+    # proxy never redirects to what that query holds.
+    checked = [_path_of_download(form) or form for form in forms[:2]] if forms else []
+    if forms is None or any("//" in form for form in checked):
         return "/"
     forms += [unicodedata.normalize("NFKC", form) for form in forms]
     if all(_is_local_path(form) for form in forms):
         return raw
     return "/"
+
+
+def _path_of_download(form: str) -> str | None:
+    """The path of a ``/download?...`` target, else None."""
+    path, question, _ = form.partition("?")
+    return path if question and path == "/download" else None
 
 
 def is_safe_api_path(raw_path: str) -> bool:
