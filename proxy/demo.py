@@ -16,9 +16,14 @@ from aiohttp import web
 from proxy.app import create_app
 from proxy.config import Settings, generate_key, settings_from_mapping
 from proxy.emulator import ZoomEmulator
+from proxy.emulator.recordings import StorageServer, WebRoutes
 
 #: Where the emulator's routes live on the proxy's port.
 EMULATOR_PREFIX = "/_emulator"
+#: Where the emulated storage host serves recordings' bytes.
+STORAGE_PREFIX = "/_storage"
+#: The demo's one recording.
+DEMO_RECORDING_SIZE = 4 << 20
 
 
 #: The demo's service caller, allowed every call: ``--demo`` prints its key.
@@ -34,7 +39,8 @@ def demo_settings(
     to ``caller_key_sha256``. Raises :class:`proxy.config.ConfigError` for a
     ``public_url`` that is not an origin."""
     browser_side = f"{public_url}{EMULATOR_PREFIX}"
-    server_side = f"http://{_url_host(_own_address(host))}:{port}{EMULATOR_PREFIX}"
+    own_origin = f"http://{_url_host(_own_address(host))}:{port}"
+    server_side = f"{own_origin}{EMULATOR_PREFIX}"
     return settings_from_mapping(
         {
             "listen": {"host": host, "port": port},
@@ -46,6 +52,8 @@ def demo_settings(
                 "token_url": f"{server_side}/oauth/token",
                 "revoke_url": f"{server_side}/oauth/revoke",
                 "api_base_url": f"{server_side}/v2",
+                # The emulator's recordings are served on the demo's own port.
+                "download_origins": [own_origin],
             },
             "service": {
                 "account_id": emulator.account_id,
@@ -72,10 +80,17 @@ def default_public_url(host: str, port: int) -> str:
 
 
 def demo_app(settings: Settings, emulator: ZoomEmulator) -> web.Application:
-    """The proxy app, with ``emulator`` mounted under :data:`EMULATOR_PREFIX`."""
+    """The proxy app, with ``emulator`` mounted under :data:`EMULATOR_PREFIX`, and one
+    cloud recording: its ``download_url`` at ``/rec/download/…`` on the demo's port (a
+    download_url's path starts with ``/rec/``), its bytes under :data:`STORAGE_PREFIX`."""
     emulator.allowed_redirect_uris = {settings.redirect_uri}
     app = create_app(settings)
     app.add_subapp(EMULATOR_PREFIX, emulator.app())
+    WebRoutes(emulator).setup(app)
+    app.add_subapp(STORAGE_PREFIX, StorageServer(emulator).app())
+    [own_origin] = settings.zoom.download_origins
+    emulator.storage_url = f"{own_origin}{STORAGE_PREFIX}"
+    emulator.add_recording(DEMO_RECORDING_SIZE)
     return app
 
 

@@ -19,6 +19,7 @@ from aiohttp.test_utils import unused_port
 from multidict import CIMultiDict
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from proxy.demo import DEMO_RECORDING_SIZE
 from tests.helpers.processes import demo_banner, running
 from tests.helpers.proxies import Proxy, ProxyFactory, Zoom
 
@@ -156,6 +157,8 @@ async def sign_in(page: Page, proxy: Proxy) -> None:
     await page.get_by_role("link", name="Sign in with Zoom").click()
     await approve_at_zoom(page, proxy.zoom)
     await expect(page.get_by_text("Signed in as Ada Lovelace")).to_be_visible()
+    # The page's own call to Zoom (its list of recordings) is over before the test's.
+    await expect(page.locator("#recordings")).to_have_text("None found.")
 
 
 async def sign_in_through_example(page: Page, front: Proxy) -> None:
@@ -265,11 +268,12 @@ async def test_cross_origin_credentialed_posts_never_reach_zoom(
     assert response is not None
     assert response.status == 403
 
-    # The sent POSTs came back 403 from the proxy; only the sign-in's and the control's
-    # GETs reached Zoom.
+    # The sent POSTs came back 403 from the proxy; only the sign-in's, the signed-in
+    # page's (its recordings) and the control's GETs reached Zoom.
     assert [status for method, status in answers if method == "POST"] == [403, 403]
     assert [(r.method, r.raw_path) for r in proxy.zoom.emulator.api_requests] == [
         ("GET", "/v2/users/me"),
+        ("GET", "/v2/users/me/recordings"),
         ("GET", "/v2/users/me/meetings"),
     ]
     assert proxy.zoom.emulator.meetings == {}
@@ -363,3 +367,34 @@ async def test_the_demo_listening_everywhere_signs_in_from_another_address(
         result = await page_fetch(page, "/api/users/me")
     assert result["status"] == 200
     assert result["body"]["email"] == "ada@example.com"
+
+
+async def test_the_demo_page_lists_a_recording_whose_link_downloads_it(
+    page: Page, tmp_path: Path
+) -> None:
+    port = unused_port()
+    url = f"http://127.0.0.1:{port}"
+    async with running(
+        "--demo",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--public-url",
+        url,
+        stderr_path=tmp_path / "demo.log",
+    ) as demo:
+        await demo_banner(demo)
+        await page.goto(f"{url}/")
+        await page.get_by_role("link", name="Sign in with Zoom").click()
+        await page.get_by_role("button", name="Approve").click()
+        link = page.locator("#recordings a")
+        await expect(link).to_have_count(1)
+        href = await link.get_attribute("href")
+        assert href is not None
+        assert href.startswith("/download?url=http%3A%2F%2F127.0.0.1")
+        async with page.expect_download() as started:
+            await link.click()
+        download = await started.value
+        saved = await download.path()
+    assert saved.stat().st_size == DEMO_RECORDING_SIZE

@@ -98,8 +98,32 @@ def signed_in_page(session: SessionData, *, public_url: str) -> str:
         '(<a href="/auth/cookiejar">zoom-jar.txt</a>) and use it with curl; '
         "<code>-c</code> keeps the rotated tokens:</p>"
         f"<pre>{escape(curl)}</pre>"
+        "<h2>Recordings</h2><ul id=recordings><li>Looking for cloud recordings...</li></ul>"
+        f"<script>{_RECORDINGS_SCRIPT}</script>"
         '<form method=post action="/auth/logout"><button type=submit>Sign out</button></form>',
     )
+
+
+#: Lists the user's cloud recordings with /download links (text only, never HTML).
+_RECORDINGS_SCRIPT = """
+fetch("/api/users/me/recordings").then(r => r.ok ? r.json() : {}).catch(() => ({}))
+.then(data => {
+  const list = document.getElementById("recordings");
+  list.textContent = "";
+  for (const meeting of data.meetings || []) {
+    for (const file of meeting.recording_files || []) {
+      if (!file.download_url) continue;
+      const item = document.createElement("li");
+      const link = document.createElement("a");
+      link.href = "/download?url=" + encodeURIComponent(file.download_url);
+      link.textContent = `${meeting.topic || "Recording"} (${file.file_type || "file"})`;
+      item.append(link);
+      list.append(item);
+    }
+  }
+  if (!list.children.length) list.textContent = "None found.";
+});
+"""
 
 
 # --- the favicon ----------------------------------------------------------------------
