@@ -60,14 +60,34 @@ http {{
 """
 
 
-def upstream_config(prefix: Path, *, port: int, sink_port: int, big_file: Path) -> str:
-    """The fast upstream: ``/v2/fast``, ``/v2/users/me``, ``/v2/big`` and ``/v2/upload``.
+def upstream_config(
+    prefix: Path, *, port: int, sink_port: int, big_file: Path, small_file: Path | None = None
+) -> str:
+    """The fast upstream: ``/v2/fast``, ``/v2/users/me``, ``/v2/big`` and ``/v2/upload``;
+    with ``small_file``, also ``/v2/rec100m``, and Zoom's web host for recordings:
+    ``/rec/download/{big,rec100m}`` redirect (302) to the file.
 
     Every route but the upload answers 401 without a Bearer header, so a proxy that
     forgets to add it cannot pass. ``/v2/upload`` streams the body to the Go sink,
     which reads every byte before it answers (nginx's own ``return`` would not).
     """
     bearer_only = 'if ($http_authorization !~ "^Bearer .") { return 401; }'
+    recordings = ""
+    if small_file is not None:
+        recordings = f"""
+        location = /v2/rec100m {{
+            {bearer_only}
+            default_type application/octet-stream;
+            alias {small_file};
+        }}
+        location = /rec/download/big {{
+            {bearer_only}
+            return 302 /v2/big;
+        }}
+        location = /rec/download/rec100m {{
+            {bearer_only}
+            return 302 /v2/rec100m;
+        }}"""
     return (
         _main_section(prefix)
         + f"""    sendfile on;
@@ -91,7 +111,7 @@ def upstream_config(prefix: Path, *, port: int, sink_port: int, big_file: Path) 
             {bearer_only}
             default_type application/octet-stream;
             alias {big_file};
-        }}
+        }}{recordings}
         location = /v2/upload {{
             client_max_body_size 0;
             client_body_buffer_size 256k;

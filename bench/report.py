@@ -106,6 +106,28 @@ def markdown(result: dict[str, Any]) -> str:
             "CPU per request, service caller key ÷ cookie session (same process, same "
             f"rounds): {_number(ratios['cpu_us_per_request/caller_vs_cookie'], 2)}",
         ]
+    downloaded = result.get("downloads")
+    if downloaded:
+        peak, tail = downloaded["peak_rss_mib"], downloaded["last_mib_range_seconds"]
+        lines += [
+            "",
+            "**Recording downloads** (`/download`, one redirect hop on the upstream, against"
+            " nginx `proxy_pass` moving the same bytes; median of the rounds)",
+            "",
+            "| measure | value |",
+            "|---|---:|",
+            f"| zoom-proxy /download MB/s | {_number(downloaded['zoom_proxy_mb_per_second'])} |",
+            f"| nginx MB/s | {_number(downloaded['nginx_mb_per_second'])} |",
+            "| zoom-proxy ÷ nginx (paired by round) "
+            f"| {_number(downloaded['ratio_to_nginx'], 2)} |",
+            f"| zoom-proxy peak RSS, 100 MiB recording | {_number(peak['100 MiB'], 1)} MiB |",
+            f"| zoom-proxy peak RSS, 1 GiB recording | {_number(peak['1 GiB'], 1)} MiB |",
+            "| Range of the last MiB, 100 MiB recording "
+            f"| {_number(tail['100 MiB'] * 1000, 1)} ms |",
+            f"| Range of the last MiB, 1 GiB recording | {_number(tail['1 GiB'] * 1000, 1)} ms |",
+            "| Range time, 1 GiB ÷ 100 MiB "
+            f"| {_number(downloaded['range_time_ratio_1gib_to_100mib'], 2)} |",
+        ]
     memory = streamed["zoom_proxy_memory"]
     load = result["concurrency"]
     window = load["rss_window_seconds"]

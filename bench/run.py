@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from . import zoomproxy
+from . import downloads, zoomproxy
 from .measure import concurrency, ratios, scaling, streams, throughput
 from .procs import raise_file_limit, run_stoppably, supervised, tool
 from .setup import QUICK, Options, Pinning, Say, emulator_running, start_everything
@@ -37,6 +37,8 @@ async def benchmark(options: Options, *, say: Say, keep_temp: bool = False) -> d
         small = await throughput(setup, options, say)
         say("streaming (curl):")
         streamed = await streams(setup, options, say)
+        say("recording downloads (/download, one redirect):")
+        downloaded = await downloads.downloads(setup, options, say)
         say(f"{options.load_connections} connections for {options.load_seconds:g} s:")
         load = await concurrency(setup, options)
         say(f"  {load['requests_per_second']:.0f} req/s, {load['errors']} errors")
@@ -55,6 +57,7 @@ async def benchmark(options: Options, *, say: Say, keep_temp: bool = False) -> d
         "options": asdict(options),
         "small_gets": small,
         "streaming": streamed,
+        "downloads": downloaded,
         "concurrency": load,
         "workers": scaled,
         "ratios": ratios(small, streamed),

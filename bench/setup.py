@@ -78,6 +78,9 @@ class Pinning:
         return cls(len(usable), str(usable[0]), str(usable[1]))
 
 
+#: The smaller recording behind /download (bench/downloads.py; the larger is big.bin).
+RECORDING_BYTES = 100 << 20
+
 #: zoom-proxy's small-GET row for a service caller (SPEC 12) rather than a cookie.
 CALLER_TARGET = "zoom-proxy caller"
 
@@ -181,7 +184,9 @@ async def start_everything(
     servers = pinning.servers
     binaries = await gobuild.build(temp)
     big_file, upload_file = temp / "big.bin", temp / "upload.bin"
+    small_file = temp / "rec100m.bin"
     await asyncio.to_thread(streaming.make_sparse_file, big_file, options.download_bytes)
+    await asyncio.to_thread(streaming.make_sparse_file, small_file, RECORDING_BYTES)
     await asyncio.to_thread(streaming.make_sparse_file, upload_file, options.upload_bytes)
 
     sink_port = free_port()
@@ -198,7 +203,11 @@ async def start_everything(
         "nginx-upstream",
         temp / "nginx-upstream",
         nginx.upstream_config(
-            temp / "nginx-upstream", port=upstream_port, sink_port=sink_port, big_file=big_file
+            temp / "nginx-upstream",
+            port=upstream_port,
+            sink_port=sink_port,
+            big_file=big_file,
+            small_file=small_file,
         ),
         port=upstream_port,
         cores=servers,
@@ -217,6 +226,8 @@ async def start_everything(
         endpoints,
         temp,
         cores=servers,
+        # The upstream plays Zoom's web host for recordings too (bench/downloads.py).
+        zoom={"download_origins": [f"http://127.0.0.1:{upstream_port}"]},
         service={
             "account_id": emulator.account_id,
             "client_id": emulator.service_client_id,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +21,11 @@ from proxy import serve
 from proxy.callers.registry import new_key
 from proxy.emulator.api import download_chunks
 from proxy.emulator.recordings import StorageServer
+from proxy.errors import InsecureRedirect
+from proxy.forward.download import follow
+from proxy.forward.download_url import parse_origin
 from tests.helpers.proxies import Proxy, ProxyFactory, Zoom
+from tests.helpers.tls import certificate_for
 
 pytestmark = pytest.mark.both_transports
 
@@ -301,3 +306,31 @@ async def test_a_storage_host_breaking_off_cuts_the_client_off(
         assert response.status == 200
         with pytest.raises(aiohttp.ClientPayloadError):
             await response.read()
+
+
+async def test_a_redirect_from_https_to_http_is_refused(tmp_path: Path) -> None:
+    """The first hop is https (a certificate made for the test); its redirect to plain
+    http is refused, not followed (following it would fail otherwise: nothing listens)."""
+    cert, key = certificate_for("localhost", tmp_path)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+
+    async def downgrade(request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": "http://localhost:1/rec/x"})
+
+    app = web.Application()
+    app.router.add_get("/rec/download/x", downgrade)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=served)
+    await site.start()
+    port = runner.addresses[0][1]
+    trusting = ssl.create_default_context(cafile=str(cert))
+    origins = (parse_origin(f"https://localhost:{port}"),)
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trusting)) as http:
+            first = f"https://localhost:{port}/rec/download/x"
+            with pytest.raises(InsecureRedirect):
+                await follow(http, "GET", first, {}, "token", origins)
+    finally:
+        await runner.cleanup()

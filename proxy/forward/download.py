@@ -73,17 +73,17 @@ async def download(request: web.Request) -> web.StreamResponse:
     tokens, signed_in = await forwarder.credentials(call, download=True)
     to_hops = {str(name): headers[name] for name in _TO_EVERY_HOP if name in headers}
     http = request.app[HTTP]
-    upstream = await _follow(http, request.method, first, to_hops, tokens.access_token, origins)
+    upstream = await follow(http, request.method, first, to_hops, tokens.access_token, origins)
     if upstream.status == 401 and upstream.url == URL(first, encoded=True):
         upstream.release()
         tokens = await forwarder.renew(call, tokens, signed_in)
-        upstream = await _follow(http, request.method, first, to_hops, tokens.access_token, origins)
+        upstream = await follow(http, request.method, first, to_hops, tokens.access_token, origins)
     call.record.upstream_status = upstream.status
     async with upstream:
         return await _relay(request, upstream, call.cookies)
 
 
-async def _follow(
+async def follow(
     http: aiohttp.ClientSession,
     method: str,
     url: str,
