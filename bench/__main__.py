@@ -58,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
         "--ab-connections", type=int, help="wrk connections (64; 1000 for the load row)"
     )
     ab_parser.add_argument(
+        "--caller",
+        action="store_true",
+        help="call with a service caller's key instead of the cookie (revisions with callers)",
+    )
+    ab_parser.add_argument(
         "--instructions",
         action="store_true",
         help="count instructions per request under callgrind instead (repeatable to <1%%)",
@@ -120,6 +125,7 @@ def _main(argv: Sequence[str] | None) -> int:
             "profile": args.profile,
             "connections": args.ab_connections,
             "instructions": args.instructions,
+            "caller": args.caller,
         }
         return ab.main(
             revisions=args.revisions,

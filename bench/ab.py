@@ -17,11 +17,14 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cryptography.fernet import Fernet
 
-from . import nginx, procstat, report, streaming, wrk, zoomproxy
+from proxy.callers.registry import key_sha256, new_key
+from proxy.emulator import ZoomEmulator
+
+from . import nginx, procstat, report, setup, streaming, wrk, zoomproxy
 from .measure import paired
 from .procs import Supervisor, free_port, raise_file_limit, run_stoppably, supervised, tool
 from .setup import Pinning, emulator_running, in_rounds, median
@@ -43,6 +46,9 @@ class Options:
     profile: str | None = None
     #: Count instructions under callgrind instead of timing (see :func:`_instructions`).
     instructions: bool = False
+    #: Call as a service caller (a key) instead of with the cookie: revisions from
+    #: issue 15 on.
+    caller: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ class Revision:
     url: str
     pid: int
     cookie: str = ""
+    #: The headers every request carries: the cookie, or a caller's key.
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 async def _git(*arguments: str) -> str:
@@ -86,6 +94,7 @@ async def _start(
     say: Say,
     *,
     instructions: bool = False,
+    caller_key: str | None = None,
 ) -> list[Revision]:
     pinning = Pinning.detect()
     big = temp / "big.bin"
@@ -109,6 +118,9 @@ async def _start(
             client_id=emulator.client_id,
             client_secret=emulator.client_secret,
         )
+        overrides: dict[str, dict[str, Any]] = (
+            {} if caller_key is None else {"service": _service(emulator, caller_key)}
+        )
         for number, revision in enumerate(revisions):
             tree = await _checkout(revision, temp, checkouts)
             say(f"starting zoom-proxy at {revision} ({tree}) ...")
@@ -121,11 +133,36 @@ async def _start(
                 session_key=key,
                 repo=tree,
                 wrapper=_callgrind(temp / f"callgrind-{number}") if instructions else (),
+                **cast(Any, overrides),
             )
             started.append(Revision(revision, f"{proxy.url}{_TARGET}", proxy.child.pid))
         # Signed in once, through the first: the key is the same, so is the cookie.
         cookie = await zoomproxy.signed_in_cookie(started[0].url.removesuffix(_TARGET))
-    return [replace(revision, cookie=cookie) for revision in started]
+        headers = (
+            (("Cookie", cookie),)
+            if caller_key is None
+            else (("Authorization", f"Bearer {caller_key}"),)
+        )
+        started = [replace(revision, cookie=cookie, headers=headers) for revision in started]
+        if caller_key is not None:
+            # The account token is minted at the first caller request: while the
+            # emulator (the token endpoint) still runs. It then lasts the hour.
+            for proxy_run in started:
+                await setup.check(
+                    setup.Target(proxy_run.name, proxy_run.url, dict(headers), proxy_run.pid),
+                    nginx.FAST_BODY,
+                )
+    return started
+
+
+def _service(emulator: ZoomEmulator, caller_key: str) -> dict[str, Any]:
+    """The ``service`` section with one caller allowed every GET."""
+    return {
+        "account_id": emulator.account_id,
+        "client_id": emulator.service_client_id,
+        "client_secret": emulator.service_client_secret,
+        "callers": [{"name": "ab", "key_sha256": key_sha256(caller_key), "allow": ["GET /**"]}],
+    }
 
 
 async def _run_once(
@@ -136,7 +173,7 @@ async def _run_once(
         revision.url,
         seconds=seconds,
         connections=options.connections,
-        headers={"Cookie": revision.cookie},
+        headers=dict(revision.headers),
         cores=Pinning.detect().load,
     )
     cpu = procstat.cpu_seconds(revision.pid) - before
@@ -212,7 +249,13 @@ async def compare(revisions: list[str], options: Options, say: Say) -> dict[str,
     async with supervised("zoom-proxy-ab-", say) as (supervisor, temp):
         try:
             targets = await _start(
-                supervisor, temp, revisions, checkouts, say, instructions=options.instructions
+                supervisor,
+                temp,
+                revisions,
+                checkouts,
+                say,
+                instructions=options.instructions,
+                caller_key=new_key()[0] if options.caller else None,
             )
             if options.instructions:
                 counted = {}

@@ -97,6 +97,7 @@ class Metrics:
         #: ``requests.labels(...)`` takes a lock and builds a key; the label set is
         #: small and fixed, so each child is looked up once.
         self._request_counters: dict[tuple[str, str, str], Counter] = {}
+        self._caller_counters: dict[tuple[str, str], Counter] = {}
 
     def count_refresh(self, outcome: str) -> None:
         self.refreshes.labels(outcome).inc()
@@ -105,7 +106,11 @@ class Metrics:
         self.account_token_mints.labels(outcome).inc()
 
     def count_caller_answer(self, caller: str, status: int) -> None:
-        self.caller_requests.labels(caller, _STATUS_CLASSES[status // 100]).inc()
+        key = (caller, _STATUS_CLASSES[status // 100])
+        counter = self._caller_counters.get(key)
+        if counter is None:  # the names come from the config: a small, fixed set
+            counter = self._caller_counters[key] = self.caller_requests.labels(*key)
+        counter.inc()
 
     def count_sign_in(self, outcome: str) -> None:
         self.sign_ins.labels(outcome).inc()
