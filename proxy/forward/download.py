@@ -27,10 +27,9 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from proxy.forward.core import FORWARDER, ApiCall
+from proxy.forward.core import FORWARDER
 from proxy.forward.download_url import Origin, checked_download_url, matches_any
-from proxy.observe.logs import RECORD
-from proxy.web.errors import SET_COOKIES
+from proxy.forward.handler import api_call
 from proxy.web.keys import HTTP, SETTINGS
 
 #: Redirects followed at most; one more is 502 too_many_redirects.
@@ -57,18 +56,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     origins = settings.zoom.download_origins
     first = checked_download_url(request.query.get("url", ""), origins).url
     headers = request.headers
-    call = ApiCall(
-        request.method,
-        request.raw_path,
-        (),
-        (),
-        cookie_header=headers.get(hdrs.COOKIE, ""),
-        forwarded_proto=headers.get("X-Forwarded-Proto"),
-        record=request[RECORD],
-        authorization=headers.get(hdrs.AUTHORIZATION),
-    )
-    # An error's answer carries the session's new cookie too (proxy.web.errors).
-    request[SET_COOKIES] = call.cookies
+    call = api_call(request)
     forwarder = request.app[FORWARDER]
     tokens, signed_in = await forwarder.credentials(call, download=True)
     to_hops = {str(name): headers[name] for name in _TO_EVERY_HOP if name in headers}

@@ -87,27 +87,27 @@ def checked_download_url(url: str, origins: Iterable[Origin]) -> DownloadUrl:
     match = _URL.fullmatch(url)
     if match is None:
         raise BadDownloadUrl()
-    scheme, host = match["scheme"].lower(), match["host"].lower()
-    port = int(match["port"]) if match["port"] else _DEFAULT_PORTS[scheme]
-    if not _is_host(host) or not any(o.matches(scheme, host, port) for o in origins):
+    own = _origin_on(match, origins)
+    path = match["path"]
+    if own is None or not all(_resolved(p).startswith("/rec/") for p in (path, unquote(path))):
         raise BadDownloadUrl()
-    if not _resolved(match["path"]).startswith("/rec/") or not _resolved(
-        unquote(match["path"])
-    ).startswith("/rec/"):
-        raise BadDownloadUrl()
-    default = port == _DEFAULT_PORTS[scheme]
-    return DownloadUrl(url, f"{scheme}://{host}" + ("" if default else f":{port}"))
+    return DownloadUrl(url, str(own))
 
 
 def matches_any(url: str, origins: Iterable[Origin]) -> bool:
     """Whether a redirect's target ``url`` is on one of ``origins`` (so it may carry the
     token): the same strict parse, any path."""
     match = _URL.fullmatch(url)
-    if match is None:
-        return False
+    return match is not None and _origin_on(match, origins) is not None
+
+
+def _origin_on(match: re.Match[str], origins: Iterable[Origin]) -> Origin | None:
+    """The origin of a URL ``_URL`` matched, if it is a host name on one of ``origins``."""
     scheme, host = match["scheme"].lower(), match["host"].lower()
     port = int(match["port"]) if match["port"] else _DEFAULT_PORTS[scheme]
-    return _is_host(host) and any(o.matches(scheme, host, port) for o in origins)
+    if not _is_host(host) or not any(o.matches(scheme, host, port) for o in origins):
+        return None
+    return Origin(scheme, host, port)
 
 
 def _is_host(host: str) -> bool:

@@ -30,6 +30,21 @@ async def forward(request: web.Request) -> web.StreamResponse:
     """Handle ``ANY /api/<path>``."""
     if request.method not in API_METHODS:
         raise web.HTTPMethodNotAllowed(request.method, sorted(API_METHODS))
+    call = api_call(request)
+    body = NO_BODY
+    if request.body_exists:  # most API calls have none: no coroutine for them
+        upstream = request.app[SETTINGS].upstream
+        body = await read_body(
+            request, max_replay=upstream.max_replay_body, stall_limit=upstream.timeout
+        )
+    answer = _ResponseAnswer(request)
+    await request.app[FORWARDER].forward(call, body, answer)
+    assert answer.response is not None
+    return answer.response
+
+
+def api_call(request: web.Request) -> ApiCall:
+    """The core's view of an aiohttp request (``/api``, or ``/download``)."""
     headers = request.headers
     call = ApiCall(
         request.method,
@@ -43,16 +58,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
     )
     # An error's answer carries the session's new cookie too (proxy.web.errors).
     request[SET_COOKIES] = call.cookies
-    body = NO_BODY
-    if request.body_exists:  # most API calls have none: no coroutine for them
-        upstream = request.app[SETTINGS].upstream
-        body = await read_body(
-            request, max_replay=upstream.max_replay_body, stall_limit=upstream.timeout
-        )
-    answer = _ResponseAnswer(request)
-    await request.app[FORWARDER].forward(call, body, answer)
-    assert answer.response is not None
-    return answer.response
+    return call
 
 
 async def read_body(request: web.Request, *, max_replay: int, stall_limit: float) -> RequestBody:

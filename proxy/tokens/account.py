@@ -76,6 +76,8 @@ class AccountTokens:
         except BaseException as exc:  # every waiter gets the failure, then it is forgotten
             self._on_outcome(getattr(exc, "code", "error"))
             minting.set_exception(exc)
+            # Marked as seen: every waiter may have left, and asyncio would warn of it.
+            minting.exception()
             if not isinstance(exc, Exception):
                 raise
         else:
@@ -84,9 +86,6 @@ class AccountTokens:
             minting.set_result(tokens)
         finally:
             self._minting = None
-            # Nobody may be waiting any more (they all left): the failure is not news.
-            if minting.done() and not minting.cancelled() and minting.exception() is not None:
-                minting.exception()
 
     async def close(self) -> None:
         """Let a mint in flight finish."""

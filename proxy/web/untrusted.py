@@ -66,8 +66,7 @@ def safe_next(raw: str | None) -> str:
     # Zoom's double-encoded meeting UUIDs ("%252F%252F") legitimately decode to "//".
     # The proxy's own /download keeps its query (SPEC 13: its url= is a URL), since the
     # proxy never redirects to what that query holds.
-    checked = [_path_of_download(form) or form for form in forms[:2]] if forms else []
-    if forms is None or any("//" in form for form in checked):
+    if forms is None or any("//" in (_path_of_download(form) or form) for form in forms[:2]):
         return "/"
     forms += [unicodedata.normalize("NFKC", form) for form in forms]
     if all(_is_local_path(form) for form in forms):
