@@ -31,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="measure a run again if other programs took more than this share of the CPU (0.1)",
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=run.PARTS,
+        help="measure only this part (repeatable); the report leaves the others out",
+    )
     parser.add_argument("--out", type=Path, help="JSON result (default bench/results/<date>.json)")
     parser.add_argument("--keep-temp", action="store_true", help="keep the temp dir and logs")
     commands = parser.add_subparsers(dest="command")
@@ -79,6 +85,7 @@ def _options(args: argparse.Namespace) -> run.Options:
         "load_connections": args.load_connections,
         "load_seconds": args.load_duration,
         "max_other_load": args.max_other_load,
+        "parts": tuple(args.only) if args.only else None,
     }
     return dataclasses.replace(options, **{k: v for k, v in changes.items() if v is not None})
 

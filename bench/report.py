@@ -29,7 +29,8 @@ def _size(count: int) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    machine, options = result["machine"], result["options"]
+    """The result as the README's tables; a part not measured (``--only``) is left out."""
+    machine = result["machine"]
     if machine["servers_pinned_to"] is None:
         pinning = f"{machine['usable_cores']} usable core: nothing pinned"
     else:
@@ -42,7 +43,16 @@ def markdown(result: dict[str, Any]) -> str:
         f"zoom-proxy benchmark, {result['date']}: `{result['command']}`",
         "",
         f"Machine: {pinning}. Loopback only.",
-        "",
+    ]
+    for part, section in _SECTIONS:
+        if part in result:
+            lines += ["", *section(result)]
+    return "\n".join(lines)
+
+
+def _small_gets(result: dict[str, Any]) -> list[str]:
+    options = result["options"]
+    lines = [
         f"**Small GET** (`wrk -t1 -c{options['connections']} -d{options['seconds']:g}s`, "
         f"~100-byte JSON, median of {options['rounds']} interleaved rounds; "
         "CPU time of the proxy's process tree from /proc)",
@@ -57,14 +67,17 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {_number(data['cpu_us_per_request'], 1)} |"
         )
     foreign = max(data["max_foreign_cpu_share"] for data in result["small_gets"].values())
-    lines += [
+    return [
+        *lines,
         "",
         f"Other load on the machine during these runs (CPU time of anything but the "
         f"benchmark, steal included): at most {foreign:.0%} of all cores.",
     ]
-    streamed = result["streaming"]
-    lines += [
-        "",
+
+
+def _streaming(result: dict[str, Any]) -> list[str]:
+    streamed, options = result["streaming"], result["options"]
+    lines = [
         f"**Streaming** (curl, {_size(streamed['download_bytes'])} down, "
         f"{_size(streamed['upload_bytes'])} up, median of {options['stream_rounds']} rounds;"
         f" other load at most {streamed['max_foreign_cpu_share']:.0%})",
@@ -81,6 +94,20 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {_number(data['download_cpu_seconds_per_gb'], 2)} "
                 f"| {_number(data['upload_cpu_seconds_per_gb'], 2)} |"
             )
+    memory = streamed["zoom_proxy_memory"]
+    return [
+        *lines,
+        "",
+        "| zoom-proxy memory while streaming | value |",
+        "|---|---:|",
+        f"| peak RSS (VmHWM), download | {_number(memory['peak_rss_download_mib'], 1)} MiB |",
+        f"| peak RSS (VmHWM), upload | {_number(memory['peak_rss_upload_mib'], 1)} MiB |",
+        f"| RSS sampled every 0.1 s while streaming: max "
+        f"| {_number(memory['max_sampled_rss_mib'], 1)} MiB |",
+    ]
+
+
+def _ratios(result: dict[str, Any]) -> list[str]:
     ratios = result["ratios"]
     rows = [
         ("req/s (higher is better)", "requests_per_second"),
@@ -90,57 +117,54 @@ def markdown(result: dict[str, Any]) -> str:
         ("download MB/s (higher is better)", "download_mb_per_second"),
         ("upload MB/s (higher is better)", "upload_mb_per_second"),
     ]
-    lines += [
-        "",
+    lines = [
         "**Ratios, zoom-proxy ÷ other** (median of the per-round ratios)",
         "",
         "| | ÷ nginx | ÷ Go |",
         "|---|---:|---:|",
     ]
     for label, key in rows:
-        nginx, go = ratios[f"{key}/nginx"], ratios[f"{key}/go"]
-        lines.append(f"| {label} | {_number(nginx, 2)} | {_number(go, 2)} |")
+        if f"{key}/nginx" in ratios:
+            nginx, go = ratios[f"{key}/nginx"], ratios[f"{key}/go"]
+            lines.append(f"| {label} | {_number(nginx, 2)} | {_number(go, 2)} |")
     if "cpu_us_per_request/caller_vs_cookie" in ratios:
         lines += [
             "",
             "CPU per request, service caller key ÷ cookie session (same process, same "
             f"rounds): {_number(ratios['cpu_us_per_request/caller_vs_cookie'], 2)}",
         ]
-    downloaded = result.get("downloads")
-    if downloaded:
-        peak, tail = downloaded["peak_rss_mib"], downloaded["last_mib_range_seconds"]
-        lines += [
-            "",
-            "**Recording downloads** (`/download`, one redirect hop on the upstream, against"
-            " nginx `proxy_pass` moving the same bytes; median of the rounds)",
-            "",
-            "| measure | value |",
-            "|---|---:|",
-            f"| zoom-proxy /download MB/s | {_number(downloaded['zoom_proxy_mb_per_second'])} |",
-            f"| nginx MB/s | {_number(downloaded['nginx_mb_per_second'])} |",
-            "| zoom-proxy ÷ nginx (paired by round) "
-            f"| {_number(downloaded['ratio_to_nginx'], 2)} |",
-            f"| zoom-proxy peak RSS, 100 MiB recording | {_number(peak['100 MiB'], 1)} MiB |",
-            f"| zoom-proxy peak RSS, 1 GiB recording | {_number(peak['1 GiB'], 1)} MiB |",
-            "| Range of the last MiB, 100 MiB recording "
-            f"| {_number(tail['100 MiB'] * 1000, 1)} ms |",
-            f"| Range of the last MiB, 1 GiB recording | {_number(tail['1 GiB'] * 1000, 1)} ms |",
-            "| Range time, 1 GiB ÷ 100 MiB "
-            f"| {_number(downloaded['range_time_ratio_1gib_to_100mib'], 2)} |",
-        ]
-    memory = streamed["zoom_proxy_memory"]
-    load = result["concurrency"]
-    window = load["rss_window_seconds"]
-    lines += [
-        "",
-        "**zoom-proxy memory and load**",
+    return lines
+
+
+def _downloads(result: dict[str, Any]) -> list[str]:
+    downloaded = result["downloads"]
+    peak, tail = downloaded["peak_rss_mib"], downloaded["last_mib_range_seconds"]
+    return [
+        "**Recording downloads** (`/download`, one redirect hop on the upstream, against"
+        " nginx `proxy_pass` moving the same bytes; median of the rounds)",
         "",
         "| measure | value |",
         "|---|---:|",
-        f"| peak RSS (VmHWM), download | {_number(memory['peak_rss_download_mib'], 1)} MiB |",
-        f"| peak RSS (VmHWM), upload | {_number(memory['peak_rss_upload_mib'], 1)} MiB |",
-        f"| RSS sampled every 0.1 s while streaming: max "
-        f"| {_number(memory['max_sampled_rss_mib'], 1)} MiB |",
+        f"| zoom-proxy /download MB/s | {_number(downloaded['zoom_proxy_mb_per_second'])} |",
+        f"| nginx MB/s | {_number(downloaded['nginx_mb_per_second'])} |",
+        f"| zoom-proxy ÷ nginx (paired by round) | {_number(downloaded['ratio_to_nginx'], 2)} |",
+        f"| zoom-proxy peak RSS, 100 MiB recording | {_number(peak['100 MiB'], 1)} MiB |",
+        f"| zoom-proxy peak RSS, 1 GiB recording | {_number(peak['1 GiB'], 1)} MiB |",
+        f"| Range of the last MiB, 100 MiB recording | {_number(tail['100 MiB'] * 1000, 1)} ms |",
+        f"| Range of the last MiB, 1 GiB recording | {_number(tail['1 GiB'] * 1000, 1)} ms |",
+        "| Range time, 1 GiB ÷ 100 MiB "
+        f"| {_number(downloaded['range_time_ratio_1gib_to_100mib'], 2)} |",
+    ]
+
+
+def _load(result: dict[str, Any]) -> list[str]:
+    load = result["concurrency"]
+    window = load["rss_window_seconds"]
+    return [
+        "**zoom-proxy under load**",
+        "",
+        "| measure | value |",
+        "|---|---:|",
         f"| {load['connections']:,} connections, {load['seconds']:g} s: req/s "
         f"| {_number(load['requests_per_second'])} |",
         f"| {load['connections']:,} connections: p99, max "
@@ -153,17 +177,29 @@ def markdown(result: dict[str, Any]) -> str:
         f"| RSS, mean of first {window:g} s → last {window:g} s "
         f"| {_number(load['rss_first_mib'], 1)} → {_number(load['rss_last_mib'], 1)} MiB |",
     ]
+
+
+def _workers(result: dict[str, Any]) -> list[str]:
     workers = result["workers"]
     if "skipped" in workers:
-        lines.append(f"| `--workers 2` ÷ `--workers 1` req/s | skipped: {workers['skipped']} |")
-    else:
-        lines.append(
-            f"| `--workers 2` ÷ `--workers 1` req/s (unpinned, wrk -t2) "
-            f"| {_number(workers['ratio_requests_per_second'], 2)} "
-            f"({_number(workers['workers=2']['requests_per_second'])} vs "
-            f"{_number(workers['workers=1']['requests_per_second'])}) |"
-        )
-    return "\n".join(lines)
+        return [f"`--workers 2` ÷ `--workers 1` req/s: skipped: {workers['skipped']}"]
+    return [
+        f"`--workers 2` ÷ `--workers 1` req/s (unpinned, wrk -t2): "
+        f"{_number(workers['ratio_requests_per_second'], 2)} "
+        f"({_number(workers['workers=2']['requests_per_second'])} vs "
+        f"{_number(workers['workers=1']['requests_per_second'])})"
+    ]
+
+
+#: The report's sections in order, each with the part of the result it shows.
+_SECTIONS = (
+    ("small_gets", _small_gets),
+    ("streaming", _streaming),
+    ("ratios", _ratios),
+    ("downloads", _downloads),
+    ("concurrency", _load),
+    ("workers", _workers),
+)
 
 
 def write_json(result: dict[str, Any], out: Path | None) -> Path:

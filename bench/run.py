@@ -14,9 +14,9 @@ import aiohttp
 from . import downloads, zoomproxy
 from .measure import concurrency, ratios, scaling, streams, throughput
 from .procs import raise_file_limit, run_stoppably, supervised, tool
-from .setup import QUICK, Options, Pinning, Say, emulator_running, start_everything
+from .setup import PARTS, QUICK, Options, Pinning, Say, emulator_running, start_everything
 
-__all__ = ["QUICK", "Options", "benchmark", "run_async", "versions"]
+__all__ = ["PARTS", "QUICK", "Options", "benchmark", "run_async", "versions"]
 
 
 async def benchmark(options: Options, *, say: Say, keep_temp: bool = False) -> dict[str, Any]:
@@ -33,17 +33,26 @@ async def benchmark(options: Options, *, say: Say, keep_temp: bool = False) -> d
     ):
         say("building the Go proxy and starting nginx, the emulator and the proxies ...")
         setup = await start_everything(supervisor, temp, pinning, options, emulator, emulator_url)
-        say("small GETs (wrk):")
-        small = await throughput(setup, options, say)
-        say("streaming (curl):")
-        streamed = await streams(setup, options, say)
-        say("recording downloads (/download, one redirect):")
-        downloaded = await downloads.downloads(setup, options, say)
-        say(f"{options.load_connections} connections for {options.load_seconds:g} s:")
-        load = await concurrency(setup, options)
-        say(f"  {load['requests_per_second']:.0f} req/s, {load['errors']} errors")
-        say("--workers scaling:")
-        scaled = await scaling(setup, options, say)
+        parts = options.parts
+        measured: dict[str, Any] = {}
+        if "small" in parts:
+            say("small GETs (wrk):")
+            measured["small_gets"] = await throughput(setup, options, say)
+        if "streaming" in parts:
+            say("streaming (curl):")
+            measured["streaming"] = await streams(setup, options, say)
+        if "small" in parts and "streaming" in parts:
+            measured["ratios"] = ratios(measured["small_gets"], measured["streaming"])
+        if "downloads" in parts:
+            say("recording downloads (/download, one redirect):")
+            measured["downloads"] = await downloads.downloads(setup, options, say)
+        if "load" in parts:
+            say(f"{options.load_connections} connections for {options.load_seconds:g} s:")
+            load = measured["concurrency"] = await concurrency(setup, options)
+            say(f"  {load['requests_per_second']:.0f} req/s, {load['errors']} errors")
+        if "workers" in parts:
+            say("--workers scaling:")
+            measured["workers"] = await scaling(setup, options, say)
     return {
         "versions": await versions(),
         "machine": {
@@ -55,12 +64,7 @@ async def benchmark(options: Options, *, say: Say, keep_temp: bool = False) -> d
             "load_average_at_start": os.getloadavg(),
         },
         "options": asdict(options),
-        "small_gets": small,
-        "streaming": streamed,
-        "downloads": downloaded,
-        "concurrency": load,
-        "workers": scaled,
-        "ratios": ratios(small, streamed),
+        **measured,
     }
 
 

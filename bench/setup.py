@@ -27,6 +27,10 @@ GIB = 1 << 30
 MIB = 1 << 20
 
 
+#: The benchmark's parts, in the order they run.
+PARTS = ("small", "streaming", "downloads", "load", "workers")
+
+
 @dataclass(frozen=True)
 class Options:
     """How long and how hard; ``--quick`` shrinks everything for a smoke run."""
@@ -46,6 +50,8 @@ class Options:
     #: machine's CPU is measured again (after a pause), at most ``retries`` times.
     max_other_load: float = 0.10
     retries: int = 3
+    #: What to measure (``--only``): all of :data:`PARTS` by default.
+    parts: tuple[str, ...] = PARTS
 
 
 QUICK = Options(

@@ -17,6 +17,7 @@ from proxy.forward.core import FORWARDER, Forwarder
 from proxy.forward.download import download
 from proxy.forward.handler import forward
 from proxy.http.client import Pool
+from proxy.http.pools import Pools
 from proxy.observe.lifecycle import LIFECYCLE, Lifecycle
 from proxy.observe.metrics import METRICS, Metrics
 from proxy.observe.record import REQUESTS, Requests
@@ -32,7 +33,17 @@ from proxy.tokens.sealing import make_fernet
 from proxy.web import auth
 from proxy.web.cors import screen_origin
 from proxy.web.errors import error_middleware
-from proxy.web.keys import FERNET, HTTP, OAUTH, REFRESHER, SESSIONS, SETTINGS, STORAGE, UPSTREAM
+from proxy.web.keys import (
+    DOWNLOAD_HOSTS,
+    FERNET,
+    HTTP,
+    OAUTH,
+    REFRESHER,
+    SESSIONS,
+    SETTINGS,
+    STORAGE,
+    UPSTREAM,
+)
 from proxy.web.middleware import bracket
 from proxy.web.pages import favicon, service_only_page, signed_in_page, signed_out_page
 
@@ -188,6 +199,11 @@ async def _zoom_client(app: web.Application) -> AsyncIterator[None]:
             on_outcome=app[METRICS].count_account_token_mint,
         )
     app[HTTP], app[REFRESHER], app[UPSTREAM] = http, refresher, upstream
+    app[DOWNLOAD_HOSTS] = download_hosts = Pools(
+        connect_timeout=settings.upstream.connect_timeout,
+        read_timeout=settings.upstream.timeout,
+        buffer_limit=BODY_BUFFER,
+    )
     app[FORWARDER] = Forwarder(
         settings,
         sessions=app[SESSIONS],
@@ -201,7 +217,8 @@ async def _zoom_client(app: web.Application) -> AsyncIterator[None]:
     if account is not None:
         await account.close()
     await refresher.close()
-    await upstream.close()
+    upstream.close()
+    download_hosts.close()
     await http.close()
 
 

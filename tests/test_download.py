@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 import ssl
+import struct
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from proxy import serve
 from proxy.callers.registry import new_key
@@ -24,6 +27,9 @@ from proxy.emulator.recordings import StorageServer
 from proxy.errors import InsecureRedirect
 from proxy.forward.download import follow
 from proxy.forward.download_url import parse_origin
+from proxy.http.pools import Pools
+from proxy.web.keys import DOWNLOAD_HOSTS
+from tests.helpers.metrics import scrape, value
 from tests.helpers.proxies import Proxy, ProxyFactory, Zoom
 from tests.helpers.tls import certificate_for
 
@@ -327,10 +333,132 @@ async def test_a_redirect_from_https_to_http_is_refused(tmp_path: Path) -> None:
     port = runner.addresses[0][1]
     trusting = ssl.create_default_context(cafile=str(cert))
     origins = (parse_origin(f"https://localhost:{port}"),)
+    hosts = Pools(connect_timeout=5, read_timeout=5, buffer_limit=1 << 16, ssl_context=trusting)
     try:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trusting)) as http:
-            first = f"https://localhost:{port}/rec/download/x"
-            with pytest.raises(InsecureRedirect):
-                await follow(http, "GET", first, {}, "token", origins)
+        first = f"https://localhost:{port}/rec/download/x"
+        with pytest.raises(InsecureRedirect):
+            await follow(hosts, "GET", first, [], "token", origins)
+    finally:
+        hosts.close()
+        await runner.cleanup()
+
+
+async def raw_download(proxy: Proxy, recording: str) -> tuple[asyncio.StreamReader, Any]:
+    """A download asked for on a connection whose client reads nothing until told to
+    (a 4 KiB receive buffer, so the kernel holds next to nothing for it)."""
+    target = through(proxy, download_url(proxy.zoom, recording)).removeprefix(proxy.url)
+    host, port = proxy.url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    cookie = proxy.cookie_header()
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: proxy\r\nCookie: {cookie}\r\n\r\n".encode())
+    return reader, writer
+
+
+async def test_a_client_that_reads_nothing_holds_the_storage_host_back(
+    proxy: Proxy, storage: StorageServer
+) -> None:
+    """Back-pressure both ways: the proxy reads from the storage host only as the client
+    takes the bytes, so a slow client never fills the proxy's memory."""
+    size = 256 << 20
+    recording = proxy.zoom.emulator.add_recording(size)
+    reader, writer = await raw_download(proxy, recording)
+    try:
+        finished = proxy.zoom.emulator.wait_for_counter("recording_bodies_sent", 1)
+        with pytest.raises(TimeoutError):  # unread, it would take well under a second
+            await asyncio.wait_for(finished, timeout=2)
+        # Held back: what was sent sits in the sockets' buffers and the proxy's bounded one.
+        assert storage.sent < 64 << 20
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert f"Content-Length: {size}\r\n".encode() in head
+        digest, received = hashlib.sha256(), 0
+        while received < size and (chunk := await reader.read(1 << 20)):
+            digest.update(chunk)
+            received += len(chunk)
+    finally:
+        writer.close()
+    assert received == size
+    assert digest.digest() == hashlib.sha256(pattern(size)).digest()
+
+
+async def test_a_client_leaving_closes_the_storage_connection_at_once(
+    proxy: Proxy, storage: StorageServer
+) -> None:
+    recording = proxy.zoom.emulator.add_recording(256 << 20)
+    reader, writer = await raw_download(proxy, recording)
+    await reader.readuntil(b"\r\n\r\n")
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()  # a reset: the client is gone
+    await asyncio.wait_for(
+        proxy.zoom.emulator.wait_for_counter("recording_bodies_cut", 1), timeout=10
+    )
+    assert storage.sent < 256 << 20
+    assert proxy.app[DOWNLOAD_HOSTS].in_use == 0
+
+
+async def test_a_storage_host_that_goes_silent_is_cut_off_after_upstream_timeout(
+    make_proxy: ProxyFactory, zoom: Zoom, storage: StorageServer
+) -> None:
+    """The same stall limit as ``/api``'s (``upstream.timeout``), then the client's
+    connection ends with the body incomplete."""
+    proxy = await make_proxy(**settings(zoom), upstream={"timeout": 0.5})
+    await proxy.sign_in()
+    storage.stall_after = 1 << 20
+    recording = proxy.zoom.emulator.add_recording(SIZE)
+    async with proxy.client.get(through(proxy, download_url(proxy.zoom, recording))) as response:
+        assert response.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await asyncio.wait_for(response.read(), timeout=10)
+    hosts = proxy.app[DOWNLOAD_HOSTS]
+    storage_host = hosts.for_url(URL(proxy.zoom.emulator.storage_url or ""))
+    assert (hosts.in_use, storage_host.idle) == (0, 0)  # its connection closed, not kept
+
+
+async def test_downloads_are_counted_and_timed_as_api_calls_are(
+    proxy: Proxy, storage: StorageServer
+) -> None:
+    recording = proxy.zoom.emulator.add_recording(1000)
+    for _ in range(2):
+        async with proxy.client.get(through(proxy, download_url(proxy.zoom, recording))) as got:
+            assert await got.read() == pattern(1000)
+    bad = f"{proxy.url}/download?url=https%3A%2F%2Fevil.test%2Frec%2Fx"
+    async with proxy.client.get(bad) as refused:
+        assert refused.status == 400
+    metrics = await scrape(proxy)
+    counted = {
+        status: value(
+            metrics, "zoom_proxy_requests_total", route="download", method="GET", status=status
+        )
+        for status in ("2xx", "4xx")
+    }
+    assert counted == {"2xx": 2, "4xx": 1}
+    # One observation per download (its hops are one exchange); none for the refused.
+    assert value(metrics, "zoom_proxy_upstream_latency_seconds_count") == 2
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["ftp://127.0.0.1/rec/x", "/rec/with space", "/rec/\x01"],
+    ids=["another scheme", "a space", "a control character"],
+)
+async def test_a_redirect_that_cannot_be_followed_is_502(
+    make_proxy: ProxyFactory, zoom: Zoom, location: str
+) -> None:
+    async def odd(request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": location})
+
+    app = web.Application()
+    app.router.add_get("/rec/download/x", odd)
+    runner = await serve.start(app, host="127.0.0.1", port=0, lane=False)
+    origin = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        proxy = await make_proxy(zoom={"download_origins": [origin]})
+        await proxy.sign_in()
+        async with proxy.client.get(through(proxy, f"{origin}/rec/download/x")) as response:
+            assert response.status == 502
+            assert (await response.json())["error"] == "upstream_unreachable"
     finally:
         await runner.cleanup()

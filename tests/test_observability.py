@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp.test_utils import unused_port
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers.metrics import scrape, value
 from tests.helpers.processes import TIMEOUT, running
 from tests.helpers.proxies import (
     Proxy,
@@ -25,27 +25,6 @@ from tests.helpers.proxies import (
 
 #: Every proxy here runs on both transports: the front's lane, and aiohttp's server.
 pytestmark = pytest.mark.both_transports
-
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-async def scrape(proxy: Proxy) -> Samples:
-    async with aiohttp.ClientSession() as client, client.get(f"{proxy.url}/metrics") as response:
-        assert response.status == 200
-        assert response.content_type == "text/plain"
-        text = await response.text()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(
-    metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
-) -> float:
-    return metrics.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 async def test_requests_are_counted_by_route_class_method_and_status_class(

@@ -193,7 +193,7 @@ async def pools() -> AsyncIterator[Pools]:
     made = Pools()
     yield made
     for pool in made.made:
-        await pool.close()
+        pool.close()
 
 
 def answer(body: bytes, *lines: bytes) -> bytes:
@@ -1197,7 +1197,7 @@ async def test_close_closes_idle_and_busy_connections(serve: Serve, pools: Pools
     held = await asyncio.wait_for(pool.request("GET", "/hold", [], None), GUARD)
     assert await fetch(pool, "/done") == b"ok"
     assert (pool.in_use, pool.idle) == (1, 1)
-    await pool.close()
+    pool.close()
     assert pool.closed
     assert (pool.in_use, pool.idle) == (0, 0)
     for conn in server.connections:
@@ -1211,7 +1211,7 @@ async def test_close_closes_idle_and_busy_connections(serve: Serve, pools: Pools
 async def test_a_request_after_close_is_unreachable(serve: Serve, pools: Pools) -> None:
     server = await serve(answer_all)
     pool = pools(server.origin)
-    await pool.close()
+    pool.close()
     assert pool.closed
     with pytest.raises(UpstreamUnreachable):
         await asyncio.wait_for(pool.request("GET", "/x", [], None), GUARD)

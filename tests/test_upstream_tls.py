@@ -70,7 +70,7 @@ async def test_requests_go_over_verified_tls_and_reuse_the_connection(
             response.release()
         assert (pool.in_use, pool.idle) == (0, 1)
     finally:
-        await pool.close()
+        pool.close()
 
 
 async def test_a_certificate_for_another_name_is_refused(tls_server: tuple[int, Path]) -> None:
@@ -82,7 +82,7 @@ async def test_a_certificate_for_another_name_is_refused(tls_server: tuple[int, 
             await asyncio.wait_for(pool.request("GET", "/v2/users/me", [], None), GUARD)
         assert (pool.in_use, pool.idle) == (0, 0)
     finally:
-        await pool.close()
+        pool.close()
 
 
 async def test_an_untrusted_certificate_is_refused(tls_server: tuple[int, Path]) -> None:
@@ -92,4 +92,4 @@ async def test_an_untrusted_certificate_is_refused(tls_server: tuple[int, Path])
         with pytest.raises(UpstreamUnreachable):
             await asyncio.wait_for(pool.request("GET", "/v2/users/me", [], None), GUARD)
     finally:
-        await pool.close()
+        pool.close()

@@ -10,6 +10,7 @@ headers in :attr:`StorageServer.requests`. A recording's byte k is k % 256
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import TYPE_CHECKING
 
@@ -60,11 +61,22 @@ class StorageServer:
         self.requests: list[dict[str, str]] = []
         #: Bytes after which a body breaks off (the connection closes), if set.
         self.break_after: int | None = None
+        #: Bytes after which a body stops arriving (the connection stays open), if set.
+        self.stall_after: int | None = None
+        #: Body bytes written so far, over all requests.
+        self.sent = 0
+        self._stalled = asyncio.Event()  # what a stalled body waits on, till shutdown
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/replay/{name}", self.serve)
+        app.on_shutdown.append(self._end_stalls)
         return app
+
+    async def _end_stalls(self, app: web.Application) -> None:
+        # A stalled body may never learn that its reader left: a server that is not
+        # writing or reading does not see the connection end. Shutting down ends it.
+        self._stalled.set()
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(dict(request.headers))
@@ -97,16 +109,35 @@ class StorageServer:
         response.content_length = end - start + 1
         await response.prepare(request)
         if request.method != "HEAD":
-            sent = 0
-            for chunk in download_chunks(end + 1, start):
-                if self.break_after is not None and sent >= self.break_after:
-                    if request.transport is not None:
-                        request.transport.close()
+            try:
+                if not await self._send(request, response, start, end):
                     return response
-                await response.write(chunk)
-                sent += len(chunk)
+            except ConnectionError:  # the reader left while a write was under way
+                self._emulator.count("recording_bodies_cut")
+                return response
+            except asyncio.CancelledError:  # the reader left (handler_cancellation)
+                self._emulator.count("recording_bodies_cut")
+                raise
         await response.write_eof()
+        self._emulator.count("recording_bodies_sent")
         return response
+
+    async def _send(
+        self, request: web.Request, response: web.StreamResponse, start: int, end: int
+    ) -> bool:
+        """Bytes ``start`` to ``end``; False if the body broke off (``break_after``)."""
+        sent = 0
+        for chunk in download_chunks(end + 1, start):
+            if self.break_after is not None and sent >= self.break_after:
+                if request.transport is not None:
+                    request.transport.close()
+                return False
+            if self.stall_after is not None and sent >= self.stall_after:
+                await self._stalled.wait()
+            await response.write(chunk)
+            sent += len(chunk)
+            self.sent += len(chunk)
+        return True
 
 
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:

@@ -249,7 +249,10 @@ class Forwarder:
                         upstream.release()
                         upstream = await self._send(call, target, tokens, body)
                         seen = None
-            await _relay(call, upstream, answer, seen)
+            headers = headers_for_client(upstream.headers)
+            if call.cookies:
+                headers += [("Set-Cookie", value) for value in call.cookies]
+            await relay(upstream, answer, headers, seen)
         finally:
             upstream.release()
 
@@ -348,14 +351,14 @@ async def _read_401(upstream: Response) -> bytes | None:
         raise UpstreamUnreachable("Zoom's answer broke off.") from exc
 
 
-async def _relay(
-    call: ApiCall, upstream: Response, answer: Answer, whole: bytes | None = None
+async def relay(
+    upstream: Response,
+    answer: Answer,
+    headers: list[tuple[str, str]],
+    whole: bytes | None = None,
 ) -> None:
-    """Zoom's answer to the client: whole when small (or already read, ``whole``), else
-    streamed as it arrives."""
-    headers = headers_for_client(upstream.headers)
-    if call.cookies:
-        headers += [("Set-Cookie", value) for value in call.cookies]
+    """An upstream answer to the client, with ``headers``: whole when small (or already
+    read, ``whole``), else streamed as it arrives."""
     if whole is not None:
         answer.whole(upstream.status, headers, whole)
         return

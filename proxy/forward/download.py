@@ -7,127 +7,137 @@ checks the URL first (:mod:`proxy.forward.download_url`: nothing is fetched from
 anywhere else), follows up to :data:`MAX_REDIRECTS` redirects itself, and sends the
 token only to origins in ``zoom.download_origins``. Only the range and conditional
 headers go to each hop, and only the headers a download needs come back, so neither a
-client cookie nor a storage host's ``Set-Cookie`` crosses. Bodies stream with
-back-pressure both ways (aiohttp's client pauses reading while the client is slow).
+client cookie nor a storage host's ``Set-Cookie`` crosses.
 
-Who the caller is, its tokens and a 401's refresh are the forwarding core's
-(:meth:`proxy.forward.core.Forwarder.credentials` and ``renew``), as for ``/api``.
+The hops go through the proxy's own HTTP client (:mod:`proxy.http.pools`: one
+keep-alive pool per origin), with ``upstream``'s timeouts, and the answer is relayed by
+the forwarding core's :func:`~proxy.forward.core.relay`, as ``/api``'s is: bytes of a
+known length go straight to the client while it keeps up, and reading from the storage
+host pauses while it does not. Who the caller is, its tokens and a 401's refresh are the
+core's too (:meth:`~proxy.forward.core.Forwarder.credentials` and ``renew``).
 Downloads take aiohttp's path only: the front's lane takes ``/api/`` requests alone.
 """
 
 from __future__ import annotations
 
-import aiohttp
+import time
+
 from aiohttp import hdrs, web
 from yarl import URL
 
-from proxy.errors import (
-    InsecureRedirect,
-    TooManyRedirects,
-    UpstreamTimeout,
-    UpstreamUnreachable,
-)
-from proxy.forward.core import FORWARDER
+from proxy.errors import InsecureRedirect, TooManyRedirects, UpstreamUnreachable
+from proxy.forward.core import FORWARDER, relay
 from proxy.forward.download_url import Origin, checked_download_url, matches_any
-from proxy.forward.handler import api_call
-from proxy.web.keys import HTTP, SETTINGS
+from proxy.forward.handler import ResponseAnswer, api_call
+from proxy.http.client import Response
+from proxy.http.pools import Pools
+from proxy.observe.metrics import METRICS
+from proxy.web.keys import DOWNLOAD_HOSTS, SETTINGS
 
 #: Redirects followed at most; one more is 502 too_many_redirects.
 MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: What of the client's request goes to every hop.
 _TO_EVERY_HOP = (hdrs.RANGE, hdrs.IF_RANGE, hdrs.IF_NONE_MATCH, hdrs.IF_MODIFIED_SINCE)
-#: What of the last hop's answer comes back.
-_BACK = (
-    hdrs.CONTENT_LENGTH,
-    hdrs.CONTENT_RANGE,
-    hdrs.CONTENT_TYPE,
-    hdrs.CONTENT_DISPOSITION,
-    hdrs.ETAG,
-    hdrs.LAST_MODIFIED,
-    hdrs.ACCEPT_RANGES,
+#: What of the last hop's answer comes back (lower case, as it is matched).
+_BACK = frozenset(
+    name.lower()
+    for name in (
+        hdrs.CONTENT_LENGTH,
+        hdrs.CONTENT_RANGE,
+        hdrs.CONTENT_TYPE,
+        hdrs.CONTENT_DISPOSITION,
+        hdrs.ETAG,
+        hdrs.LAST_MODIFIED,
+        hdrs.ACCEPT_RANGES,
+    )
 )
-_BODILESS = frozenset({204, 304})
 
 
 async def download(request: web.Request) -> web.StreamResponse:
     """Handle ``GET|HEAD /download``."""
-    settings = request.app[SETTINGS]
-    origins = settings.zoom.download_origins
+    origins = request.app[SETTINGS].zoom.download_origins
     first = checked_download_url(request.query.get("url", ""), origins).url
     headers = request.headers
     call = api_call(request)
     forwarder = request.app[FORWARDER]
     tokens, signed_in = await forwarder.credentials(call, download=True)
-    to_hops = {str(name): headers[name] for name in _TO_EVERY_HOP if name in headers}
-    http = request.app[HTTP]
-    upstream = await follow(http, request.method, first, to_hops, tokens.access_token, origins)
-    if upstream.status == 401 and upstream.url == URL(first, encoded=True):
-        upstream.release()
-        tokens = await forwarder.renew(call, tokens, signed_in)
-        upstream = await follow(http, request.method, first, to_hops, tokens.access_token, origins)
+    to_hops = [(str(name), headers[name]) for name in _TO_EVERY_HOP if name in headers]
+    hosts = request.app[DOWNLOAD_HOSTS]
+    observe = request.app[METRICS].observe_upstream_latency
+    started = time.perf_counter()
+    try:
+        upstream, last = await follow(
+            hosts, request.method, first, to_hops, tokens.access_token, origins
+        )
+        if upstream.status == 401 and last == first:
+            upstream.release()
+            tokens = await forwarder.renew(call, tokens, signed_in)
+            upstream, last = await follow(
+                hosts, request.method, first, to_hops, tokens.access_token, origins
+            )
+    finally:
+        observe(started)
     call.record.upstream_status = upstream.status
-    async with upstream:
-        return await _relay(request, upstream, call.cookies)
+    answer = ResponseAnswer(request)
+    try:
+        await relay(upstream, answer, _headers_back(upstream, call.cookies))
+    finally:
+        upstream.release()
+    assert answer.response is not None
+    return answer.response
 
 
 async def follow(
-    http: aiohttp.ClientSession,
+    hosts: Pools,
     method: str,
     url: str,
-    to_hops: dict[str, str],
+    to_hops: list[tuple[str, str]],
     access_token: str,
     origins: tuple[Origin, ...],
-) -> aiohttp.ClientResponse:
-    """The answer at the end of ``url``'s redirects; the token only to ``origins``."""
+) -> tuple[Response, str]:
+    """The answer at the end of ``url``'s redirects, and the URL that gave it; the token
+    goes only to ``origins``."""
     for _ in range(MAX_REDIRECTS + 1):
-        hop = {**to_hops, hdrs.ACCEPT_ENCODING: "identity"}
+        hop = URL(url, encoded=True)
+        headers = [*to_hops, (hdrs.ACCEPT_ENCODING, "identity")]
         if matches_any(url, origins):
-            hop[hdrs.AUTHORIZATION] = f"Bearer {access_token}"
-        try:
-            response = await http.request(
-                method, URL(url, encoded=True), headers=hop, allow_redirects=False
-            )
-        except aiohttp.ServerTimeoutError as exc:
-            raise UpstreamTimeout() from exc
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise UpstreamUnreachable("Zoom's download host is unreachable.") from exc
-        location = response.headers.get(hdrs.LOCATION)
+            headers.append((hdrs.AUTHORIZATION, f"Bearer {access_token}"))
+        response = await hosts.for_url(hop).request(method, hop.raw_path_qs, headers, None)
+        location = _location(response)
         if response.status not in _REDIRECTS or location is None:
-            return response
+            return response, url
         response.release()
-        following = str(URL(url, encoded=True).join(URL(location, encoded=True)))
-        if url.startswith("https:") and not following.startswith("https:"):
+        following = hop.join(URL(location, encoded=True))
+        if following.scheme not in ("http", "https") or not following.raw_host:
+            raise UpstreamUnreachable("The download redirected to a URL that is not http(s).")
+        if hop.scheme == "https" and following.scheme != "https":
             raise InsecureRedirect()
-        url = following
+        if not _fits_a_request_line(following.raw_path_qs):
+            raise UpstreamUnreachable("The download redirected to a malformed URL.")
+        url = str(following)
     raise TooManyRedirects()
 
 
-async def _relay(
-    request: web.Request, upstream: aiohttp.ClientResponse, cookies: list[str]
-) -> web.StreamResponse:
-    """The last hop's answer, streamed; a body that breaks off cuts the client off."""
-    response = web.StreamResponse(status=upstream.status)
-    for name in _BACK:
-        if name in upstream.headers:
-            response.headers[name] = upstream.headers[name]
-    for value in cookies:  # the session's, refreshed: never a hop's
-        response.headers.add(hdrs.SET_COOKIE, value)
-    response.headers[hdrs.CACHE_CONTROL] = "no-store"
-    bodiless = request.method == "HEAD" or upstream.status in _BODILESS
-    if not bodiless and hdrs.CONTENT_LENGTH not in upstream.headers:
-        response.enable_chunked_encoding()
-    await response.prepare(request)
-    if bodiless:
-        return response
-    try:
-        async for chunk in upstream.content.iter_any():
-            await response.write(chunk)
-    except (TimeoutError, aiohttp.ClientError):
-        # The storage host broke off or went silent: so that the client can tell, its
-        # connection ends with the answer incomplete.
-        if request.transport is not None:
-            request.transport.close()
-        return response
-    await response.write_eof()
-    return response
+def _fits_a_request_line(target: str) -> bool:
+    return target.isascii() and target.isprintable() and " " not in target
+
+
+def _location(response: Response) -> str | None:
+    for name, value in response.headers:
+        if name.lower() == b"location":
+            return value.decode("latin-1")
+    return None
+
+
+def _headers_back(upstream: Response, cookies: list[str]) -> list[tuple[str, str]]:
+    """The last hop's headers a download needs, then the session's cookie: never a
+    hop's ``Set-Cookie``."""
+    headers = [
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in upstream.headers
+        if name.lower().decode("latin-1") in _BACK
+    ]
+    headers += [(hdrs.SET_COOKIE, value) for value in cookies]
+    headers.append((hdrs.CACHE_CONTROL, "no-store"))
+    return headers

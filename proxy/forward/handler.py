@@ -37,7 +37,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
         body = await read_body(
             request, max_replay=upstream.max_replay_body, stall_limit=upstream.timeout
         )
-    answer = _ResponseAnswer(request)
+    answer = ResponseAnswer(request)
     await request.app[FORWARDER].forward(call, body, answer)
     assert answer.response is not None
     return answer.response
@@ -80,7 +80,7 @@ async def read_body(request: web.Request, *, max_replay: int, stall_limit: float
     return RequestBody(None, stream_body(bytes(buffered), request.content, stall_limit), length)
 
 
-class _ResponseAnswer:
+class ResponseAnswer:
     """The core's answer as aiohttp's response; the middleware adds the common headers."""
 
     __slots__ = ("_request", "response")

@@ -789,7 +789,8 @@ class Pool:
         if watching:
             self.watch()
 
-    async def close(self) -> None:
+    def close(self) -> None:
+        """Close every connection, idle or lent out, and open no more."""
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()

@@ -23,7 +23,13 @@ from proxy.http.methods import API_METHODS
 
 #: By ``status // 100``: aiohttp allows any status from 100 to 999.
 _STATUS_CLASSES = tuple(f"{digit}xx" for digit in range(10))
-_ROUTE_CLASSES = (("/api/", "api"), ("/auth/", "auth"), ("/healthz", "probe"), ("/readyz", "probe"))
+_ROUTE_CLASSES = (
+    ("/api/", "api"),
+    ("/download?", "download"),
+    ("/auth/", "auth"),
+    ("/healthz", "probe"),
+    ("/readyz", "probe"),
+)
 
 
 def route_class(path: str) -> str:
@@ -31,7 +37,7 @@ def route_class(path: str) -> str:
     for prefix, name in _ROUTE_CLASSES:
         if path.startswith(prefix):
             return name
-    return {"/": "page", "/metrics": "metrics"}.get(path, "other")
+    return {"/": "page", "/metrics": "metrics", "/download": "download"}.get(path, "other")
 
 
 class Metrics:

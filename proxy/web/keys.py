@@ -8,6 +8,7 @@ from cryptography.fernet import MultiFernet
 
 from proxy.config import Settings
 from proxy.http.client import Pool
+from proxy.http.pools import Pools
 from proxy.session.cookie import ChunkedCookieStorage
 from proxy.session.store import SessionStore
 from proxy.tokens.oauth import ZoomOAuth
@@ -20,6 +21,8 @@ STORAGE = web.AppKey("storage", ChunkedCookieStorage)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 #: For forwarded API calls: the hot path.
 UPSTREAM = web.AppKey("upstream", Pool)
+#: For recording downloads: Zoom's web hosts and the storage hosts they redirect to.
+DOWNLOAD_HOSTS = web.AppKey("download_hosts", Pools)
 OAUTH = web.AppKey("oauth", ZoomOAuth)
 REFRESHER = web.AppKey("refresher", Refresher)
 SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")
