@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+import re
 import socket
 import ssl
 import struct
@@ -31,6 +33,7 @@ from proxy.http.pools import Pools
 from proxy.web.keys import DOWNLOAD_HOSTS
 from tests.helpers.metrics import scrape, value
 from tests.helpers.proxies import Proxy, ProxyFactory, Zoom
+from tests.helpers.raw_http import connection, read_answers, request
 from tests.helpers.tls import certificate_for
 
 pytestmark = pytest.mark.both_transports
@@ -460,5 +463,55 @@ async def test_a_redirect_that_cannot_be_followed_is_502(
         async with proxy.client.get(through(proxy, f"{origin}/rec/download/x")) as response:
             assert response.status == 502
             assert (await response.json())["error"] == "upstream_unreachable"
+    finally:
+        await runner.cleanup()
+
+
+async def test_no_log_line_shows_a_signed_storage_url_or_the_download_url(
+    proxy: Proxy, storage: StorageServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    recording = proxy.zoom.emulator.add_recording(1000)
+    url = download_url(proxy.zoom, recording)
+    target = through(proxy, url).removeprefix(proxy.url)
+    async with connection(proxy) as (reader, writer):
+        # The second answer comes once the first is done and logged.
+        writer.write(request("GET", target, proxy.cookie_header()))
+        writer.write(request("GET", "/healthz", ""))
+        downloaded, _ = await read_answers(reader, 2)
+    assert downloaded.body == pattern(1000)
+    lines = [f"{r.getMessage()} {getattr(r, 'access', '')}" for r in caplog.records]
+    assert any("/download?url " in line for line in lines)  # the access line, keys only
+    assert not [line for line in lines if re.search(r"signature=\w", line)]
+    assert not [line for line in lines if url in line or quote(url, safe="") in line]
+
+
+async def test_outbound_tls_trusts_the_certificates_in_ssl_cert_file(
+    make_proxy: ProxyFactory, zoom: Zoom, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first hop whose certificate no public CA signed is trusted once SSL_CERT_FILE
+    names it (the system store, as OpenSSL reads it)."""
+    cert, key = certificate_for("localhost", tmp_path)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+
+    async def recording(request: web.Request) -> web.Response:
+        bearer = request.headers.get("Authorization", "").startswith("Bearer ")
+        return web.Response(body=b"recording" if bearer else b"", status=200 if bearer else 401)
+
+    app = web.Application()
+    app.router.add_get("/rec/download/x", recording)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=served)
+    await site.start()
+    origin = f"https://localhost:{runner.addresses[0][1]}"
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    try:
+        proxy = await make_proxy(zoom={"download_origins": [origin]})
+        await proxy.sign_in()
+        async with proxy.client.get(through(proxy, f"{origin}/rec/download/x")) as response:
+            assert response.status == 200
+            assert await response.read() == b"recording"
     finally:
         await runner.cleanup()
