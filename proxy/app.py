@@ -23,6 +23,7 @@ from proxy.observe.metrics import METRICS, Metrics
 from proxy.observe.record import REQUESTS, Requests
 from proxy.redis import client as redis_client
 from proxy.session.cookie import ChunkedCookieStorage
+from proxy.session.revocations import Revocations, SharedRevocations
 from proxy.session.store import CookieSessions, RedisSessions
 from proxy.tokens.account import AccountTokens
 from proxy.tokens.coordination import LOCAL, Coordinator, SharedGrace
@@ -46,6 +47,7 @@ from proxy.web.keys import (
 )
 from proxy.web.middleware import bracket
 from proxy.web.pages import favicon, service_only_page, signed_in_page, signed_out_page
+from proxy.webhooks import receiver as webhooks
 
 #: Connections open to Zoom at once, shared by every user and request. Waiting for a
 #: free one counts against ``upstream.connect_timeout``.
@@ -89,6 +91,9 @@ def create_app(settings: Settings) -> web.Application:
     app[STORAGE] = storage
     app.cleanup_ctx.append(_shared_state)
     app.cleanup_ctx.append(_zoom_client)
+    if settings.webhooks.secret_token is not None:
+        app.cleanup_ctx.append(_webhooks)
+        app.router.add_post("/webhooks/zoom", webhooks.receive)
     # First, so the hot path is the router's first match.
     # (?s): a decoded %0a must not make a path miss the route (a 404, where every other
     # control character gets forward's 400).
@@ -117,8 +122,10 @@ async def _shared_state(app: web.Application) -> AsyncIterator[None]:
     """Where sessions live and how replicas coordinate: in-process, or through Redis
     (one connection pool per process)."""
     settings = app[SETTINGS]
+    keep_for = settings.session.max_age
     if settings.redis.url is None:
-        app[SESSIONS], app[_COORDINATOR] = CookieSessions(app[STORAGE]), LOCAL
+        revocations = Revocations(keep_for=keep_for)
+        app[SESSIONS], app[_COORDINATOR] = CookieSessions(app[STORAGE], revocations), LOCAL
         yield
         return
     url = settings.redis.url.value
@@ -130,13 +137,20 @@ async def _shared_state(app: web.Application) -> AsyncIterator[None]:
         on_failure=app[METRICS].count_redis_failure,
     )
     lock_ttl = settings.upstream.connect_timeout + settings.upstream.timeout + LOCK_MARGIN
+    shared = SharedRevocations(store, keep_for=keep_for)
+    await shared.start()
     if settings.session.store == "redis":
         sessions = RedisSessions(
-            store, app[STORAGE], app[FERNET], max_age=settings.session.max_age, lock_ttl=lock_ttl
+            store,
+            app[STORAGE],
+            app[FERNET],
+            max_age=settings.session.max_age,
+            lock_ttl=lock_ttl,
+            revocations=shared,
         )
         app[SESSIONS], app[_COORDINATOR] = sessions, sessions
     else:
-        app[SESSIONS] = CookieSessions(app[STORAGE])
+        app[SESSIONS] = CookieSessions(app[STORAGE], shared)
         app[_COORDINATOR] = SharedGrace(
             store,
             app[FERNET],
@@ -148,6 +162,7 @@ async def _shared_state(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(SessionStoreUnavailable):
         await store.ping()
     yield
+    await shared.close()
     await client.aclose()
 
 
@@ -222,6 +237,14 @@ async def _zoom_client(app: web.Application) -> AsyncIterator[None]:
     await http.close()
 
 
+async def _webhooks(app: web.Application) -> AsyncIterator[None]:
+    hooks = app[webhooks.WEBHOOKS] = webhooks.Webhooks(
+        app[SETTINGS].webhooks, sessions=app[SESSIONS], metrics=app[METRICS]
+    )
+    yield
+    hooks.close()
+
+
 def _oauth(
     settings: Settings, http: aiohttp.ClientSession, client_id: str, client_secret: str
 ) -> ZoomOAuth:
@@ -251,7 +274,7 @@ async def service_only_index(request: web.Request) -> web.Response:
 
 
 async def index(request: web.Request) -> web.Response:
-    signed_in = await request.app[SESSIONS].load(request.headers.get("Cookie", ""))
+    signed_in = await auth.page_session(request)
     public_url = request.app[SETTINGS].public_url
     html = (
         signed_out_page()

@@ -9,7 +9,7 @@ directory, from the file named by ``$ZOOM_PROXY_CONFIG``, or from an explicit pa
     zoom: {client_id: "${ZOOM_CLIENT_ID}", client_secret: "${ZOOM_CLIENT_SECRET}", ...}
     session: {secret_keys: ["${PROXY_SESSION_KEY}"], cookie_name: zoom_proxy, store: cookie, ...}
     redis: {url: "${REDIS_URL:-}", key_prefix: "zoom-proxy:", on_unavailable: fail}
-    refresh, upstream, cors, access, logging, metrics: see the shipped config.yaml
+    refresh, upstream, cors, access, webhooks, logging, metrics: see the shipped config.yaml
 
 Rules, applied in this order:
 
@@ -236,6 +236,20 @@ class AccessSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """Zoom's event notifications (SPEC 14): ``POST /webhooks/zoom`` is on when the app's
+    Secret Token is set."""
+
+    secret_token: Secret | None = None
+    #: Seconds an event's timestamp may differ from now, either way.
+    max_skew: int = 300
+    #: Where verified events are POSTed on, if anywhere.
+    forward_to: str | None = None
+    #: Seconds the backend has to answer 2xx; Zoom waits 3 s for the proxy's answer.
+    forward_timeout: float = 2.5
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingSettings:
     """Log level (lower-case) and format (``text`` or ``json``)."""
 
@@ -265,6 +279,7 @@ class Settings:
     cors: CorsSettings = field(default_factory=CorsSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
@@ -708,6 +723,12 @@ _CONVERTERS: dict[str, _Convert] = {
     "redis.url": _redis_url,
     "redis.key_prefix": _text,
     "redis.on_unavailable": _choice("fail", "local"),
+    "webhooks.secret_token": _secret,
+    "webhooks.max_skew": _checked(_integer, "between 1 and 3600", lambda n: 1 <= n <= 3600),
+    "webhooks.forward_to": _http_url,
+    "webhooks.forward_timeout": _checked(
+        _number, "greater than 0 and under 3 (Zoom waits 3 s)", lambda n: 0 < n < 3
+    ),
     "logging.level": _choice("debug", "info", "warning", "error", "critical"),
     "logging.format": _choice("text", "json"),
     "metrics.enabled": _boolean,
@@ -726,7 +747,7 @@ _REFERENCE = re.compile(
 # Secrets that may contain "${" (a Redis password, say): a malformed reference in
 # them is not quoted. Session keys are base64, so a "${" in one is never part of a key.
 _MAY_CONTAIN_REFERENCE_CHARACTERS = frozenset(
-    {"zoom.client_secret", "service.client_secret", "redis.url"}
+    {"zoom.client_secret", "service.client_secret", "redis.url", "webhooks.secret_token"}
 )
 
 
@@ -792,6 +813,8 @@ def _cross_check(
     if cls is ZoomSettings and absent("client_id") != absent("client_secret"):
         # The user app needs both (or, with service callers only, neither).
         yield ("client_secret" if absent("client_secret") else "client_id"), "required"
+    if cls is WebhookSettings and not absent("forward_to") and absent("secret_token"):
+        yield "secret_token", "required when webhooks.forward_to is set"
     if cls is ServiceSettings and not absent("account_id"):
         for key in ("client_id", "client_secret"):
             if absent(key):

@@ -15,8 +15,12 @@ either transport writes (:mod:`proxy.web.errors` adds pages for browsers)::
     │   │   └── HeadTooSlow             (408 client_too_slow)
     │   ├── BadDownloadUrl              (400 bad_download_url)
     │   ├── LoginStateInvalid           (400 invalid_state)
-    │   └── CodeRejected                (400 invalid_code)
+    │   ├── CodeRejected                (400 invalid_code)
+    │   ├── EventMalformed              (400 invalid_event)
+    │   └── EventTooLarge               (413 event_too_large)
     ├── Unauthenticated                 (401 unauthenticated)
+    ├── EventNotVerified                (401 invalid_signature)
+    │   └── EventStale                  (401 stale_event)
     ├── InvalidCallerKey                (401 invalid_caller_key)
     ├── Forbidden                       (403 forbidden)
     │   ├── CrossOriginRefused          (403 cross_origin)
@@ -28,12 +32,14 @@ either transport writes (:mod:`proxy.web.errors` adds pages for browsers)::
     ├── InsecureRedirect                (502 insecure_redirect)
     ├── TokenEndpointInvalid            (502 token_endpoint_invalid)
     ├── ServiceCredentialsRejected      (502 service_credentials_rejected)
+    ├── EventNotDelivered               (502 backend_unavailable)
     ├── TokenEndpointUnavailable        (503 token_endpoint_unavailable)
     ├── SessionStoreUnavailable         (503 session_store_unavailable)
     ├── SlowHeadsOverBudget             (503 server_busy)
     ├── RefreshBusy                     (503 refresh_in_progress)
     ├── UpstreamTimeout                 (504 upstream_timeout)
     └── RefreshRejected                 (401 unauthenticated, and the session is cleared)
+        └── SessionRevoked              (401 unauthenticated, and the session is cleared)
 
 The errors a request's framing can cause (:class:`NotHttp` to
 :class:`SlowHeadsOverBudget`) end the connection: nothing after such a request is read.
@@ -144,6 +150,43 @@ class RefreshRejected(Unauthenticated):
     default_message = "Your Zoom authorization has ended. Sign in with Zoom again."
 
 
+class SessionRevoked(RefreshRejected):
+    """The user removed the app from their Zoom account (``app_deauthorized``) after
+    this session began."""
+
+    default_message = (
+        "This Zoom account removed the app, which ended your session. Sign in with Zoom again."
+    )
+
+
+class EventMalformed(BadRequest):
+    code = "invalid_event"
+    default_message = (
+        "This is not a Zoom event: send a JSON object with an event name, and one "
+        "x-zm-request-timestamp header of unix seconds."
+    )
+
+
+class EventTooLarge(BadRequest):
+    status = 413
+    code = "event_too_large"
+    default_message = "The event is larger than 1 MiB."
+
+
+class EventNotVerified(ProxyError):
+    """A webhook event whose signature is missing or does not verify under the Secret
+    Token."""
+
+    status = 401
+    code = "invalid_signature"
+    default_message = "The event's x-zm-signature does not verify under the webhook Secret Token."
+
+
+class EventStale(EventNotVerified):
+    code = "stale_event"
+    default_message = "The event's x-zm-request-timestamp is too far from now (webhooks.max_skew)."
+
+
 class InvalidCallerKey(ProxyError):
     """A service caller's ``Authorization`` is missing, malformed or not a known key."""
 
@@ -223,6 +266,15 @@ class InsecureRedirect(ProxyError):
     status = 502
     code = "insecure_redirect"
     default_message = "The download redirected from https to plain http, which is refused."
+
+
+class EventNotDelivered(ProxyError):
+    """``webhooks.forward_to`` did not answer 2xx within ``forward_timeout``: Zoom is told
+    to deliver the event again."""
+
+    status = 502
+    code = "backend_unavailable"
+    default_message = "The event could not be handed to the app's backend; deliver it again."
 
 
 class TokenEndpointInvalid(ProxyError):

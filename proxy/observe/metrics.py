@@ -100,6 +100,14 @@ class Metrics:
             ("outcome",),
             registry=self.registry,
         )
+        self.webhook_events = Counter(
+            "zoom_proxy_webhook_events",
+            "Zoom's webhook events by event (a known set, else other; unverified when"
+            " refused before it was read) and outcome: validated, forwarded, accepted"
+            " (no forward_to), duplicate, not_delivered, refused.",
+            ("event", "outcome"),
+            registry=self.registry,
+        )
         #: ``requests.labels(...)`` takes a lock and builds a key; the label set is
         #: small and fixed, so each child is looked up once.
         self._request_counters: dict[tuple[str, str, str], Counter] = {}
@@ -117,6 +125,9 @@ class Metrics:
         if counter is None:  # the names come from the config: a small, fixed set
             counter = self._caller_counters[key] = self.caller_requests.labels(*key)
         counter.inc()
+
+    def count_webhook_event(self, event: str, outcome: str) -> None:
+        self.webhook_events.labels(event, outcome).inc()
 
     def count_sign_in(self, outcome: str) -> None:
         self.sign_ins.labels(outcome).inc()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -135,9 +135,43 @@ class SharedStore:
             deleted = await self._delete_if_equal(keys=[key], args=[value])
         return bool(deleted)
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, *keys: str) -> None:
+        if not keys:
+            return
         async with self._translated():
-            await self._client.delete(key)
+            await self._client.delete(*keys)
+
+    async def add_to_set(self, key: str, member: str, *, ttl: float) -> None:
+        """Add ``member`` to the set ``key``, which then lives ``ttl`` seconds."""
+        async with self._translated(), self._client.pipeline(transaction=True) as pipe:
+            pipe.sadd(key, member)
+            pipe.pexpire(key, _milliseconds(ttl))
+            await pipe.execute()
+
+    async def members(self, key: str) -> list[str]:
+        async with self._translated():
+            members = await self._client.smembers(key)
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+
+    async def append_to_stream(self, key: str, fields: dict[str, str], *, keep_for: float) -> None:
+        """Append an entry to the stream ``key``, dropping entries older than ``keep_for``
+        seconds (stream ids are Redis's clock in milliseconds)."""
+        async with self._translated():
+            seconds, micros = await self._client.time()
+            oldest = max(0, int(seconds) * 1000 + int(micros) // 1000 - _milliseconds(keep_for))
+            await self._client.xadd(key, cast(Any, fields), minid=oldest, approximate=False)
+
+    async def read_stream(self, key: str, *, after: str) -> list[tuple[str, dict[str, str]]]:
+        """Up to 1,000 entries of the stream ``key`` after the id ``after``, oldest first."""
+        async with self._translated():
+            answer: Any = await self._client.xread({key: after}, count=1000)
+        if isinstance(answer, dict):  # RESP3
+            answer = list(answer.items())
+        return [
+            (_text(entry_id), {_text(k): _text(v) for k, v in fields.items()})
+            for _, entries in answer or ()
+            for entry_id, fields in entries
+        ]
 
     @asynccontextmanager
     async def _translated(self) -> AsyncIterator[None]:
@@ -152,6 +186,10 @@ class SharedStore:
         if not self.reachable:
             self.reachable = True
             log.info("%s answers again", self._name)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _milliseconds(seconds: float) -> int:

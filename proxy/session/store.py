@@ -18,14 +18,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from aiohttp import web
 from aiohttp_session import get_session, new_session
 from cryptography.fernet import MultiFernet
 
-from proxy.errors import RefreshRejected, SessionStoreUnavailable
+from proxy.errors import RefreshRejected, SessionRevoked, SessionStoreUnavailable
 from proxy.redis.client import SharedStore
 from proxy.redis.lock import RedisLock
 from proxy.session.cookie import (
@@ -35,6 +35,7 @@ from proxy.session.cookie import (
 )
 from proxy.session.lru import Lru
 from proxy.session.model import SessionData
+from proxy.session.revocations import Revocations
 from proxy.tokens.coordination import Outcome, RefreshCall
 from proxy.tokens.model import Tokens
 from proxy.tokens.sealing import seal, unseal
@@ -78,12 +79,17 @@ class SessionStore(Protocol):
     async def end(self, request: web.Request, signed_in: SignedIn | None) -> None:
         """Sign out: the session is gone, and the response clears its cookie."""
 
+    async def end_user(self, user_id: str, at: float) -> None:
+        """End every session of ``user_id`` that began at or before ``at`` (unix
+        seconds), on every replica: the user removed the app."""
+
 
 class CookieSessions:
     """The whole session in its encrypted cookie (``session.store: cookie``)."""
 
-    def __init__(self, storage: ChunkedCookieStorage) -> None:
+    def __init__(self, storage: ChunkedCookieStorage, revocations: Revocations) -> None:
         self._storage = storage
+        self._revocations = revocations
         #: Parsed sessions by cookie value: the same value always holds the same session.
         self._parsed: Lru[str, SignedIn] = Lru(DECRYPTED_CACHE_SIZE)
 
@@ -93,7 +99,8 @@ class CookieSessions:
     def read(self, cookie_header: str, *, quiet: bool = False) -> SignedIn | None:
         """:meth:`load`, without waiting for anything (the front's lane decides with it
         whether to take a request). ``quiet``: a cookie that fails to decrypt is not
-        logged or counted."""
+        logged or counted, and a revoked session is ``None`` (not
+        :class:`SessionRevoked`): it is dealt with where the request goes next."""
         stored = self._storage.stored(cookie_header, quiet=quiet)
         if stored is None:
             return None
@@ -105,6 +112,11 @@ class CookieSessions:
                 return None
             signed_in = SignedIn(data)
             self._parsed.put(value, signed_in)
+        data = signed_in.data
+        if self._revocations.revoked(data.user.id, data.signed_in_at):
+            if quiet:
+                return None
+            raise SessionRevoked()
         return signed_in
 
     async def start(self, request: web.Request, data: SessionData) -> None:
@@ -118,7 +130,7 @@ class CookieSessions:
         cookie_header: str,
         forwarded_proto: str | None,
     ) -> list[str]:
-        data = SessionData(tokens=tokens, user=signed_in.data.user)
+        data = replace(signed_in.data, tokens=tokens)
         value = self._storage.resealed(cookie_header, data.to_json())
         if value is None:
             return []
@@ -128,6 +140,9 @@ class CookieSessions:
 
     async def end(self, request: web.Request, signed_in: SignedIn | None) -> None:
         (await get_session(request)).invalidate()
+
+    async def end_user(self, user_id: str, at: float) -> None:
+        await self._revocations.revoke(user_id, at)
 
 
 class RedisSessions:
@@ -146,8 +161,10 @@ class RedisSessions:
         *,
         max_age: int,
         lock_ttl: float,
+        revocations: Revocations,
     ) -> None:
         self._store = store
+        self._revocations = revocations
         self._storage = storage
         self._fernet = fernet
         self._max_age = max_age
@@ -158,6 +175,10 @@ class RedisSessions:
 
     def _key(self, session_id: str) -> str:
         return self._store.key("session", session_id)
+
+    def _user_key(self, user_id: str) -> str:
+        """The set of a user's session ids (each may have expired since)."""
+        return self._store.key("user-sessions", user_id)
 
     async def read(self, session_id: str) -> SessionData | None:
         value = await self._store.get(self._key(session_id))
@@ -183,11 +204,16 @@ class RedisSessions:
         if not isinstance(session_id, str) or not session_id:
             return None
         data = await self.read(session_id)
-        return None if data is None else SignedIn(data, id=session_id)
+        if data is None:
+            return None
+        if self._revocations.revoked(data.user.id, data.signed_in_at):
+            raise SessionRevoked()
+        return SignedIn(data, id=session_id)
 
     async def start(self, request: web.Request, data: SessionData) -> None:
         session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
         await self._write(session_id, data)
+        await self._store.add_to_set(self._user_key(data.user.id), session_id, ttl=self._max_age)
         session = await new_session(request)
         session[_ID_FIELD] = session_id
 
@@ -205,6 +231,14 @@ class RedisSessions:
         if signed_in is not None and signed_in.id is not None:
             await self._store.delete(self._key(signed_in.id))
         (await get_session(request)).invalidate()
+
+    async def end_user(self, user_id: str, at: float) -> None:
+        # The revocation also covers a session the index does not list (one begun
+        # while this ran, or before the index was kept).
+        await self._revocations.revoke(user_id, at)
+        index = self._user_key(user_id)
+        session_ids = await self._store.members(index)
+        await self._store.delete(*[self._key(session_id) for session_id in session_ids], index)
 
     async def refresh(self, key: str, tokens: Tokens, call: RefreshCall) -> Outcome:
         lock = RedisLock(
@@ -227,7 +261,7 @@ class RedisSessions:
                     await self._store.delete(self._key(key))
                 raise
             try:
-                await self._write(key, SessionData(tokens=successor, user=current.user))
+                await self._write(key, replace(current, tokens=successor))
             except SessionStoreUnavailable:
                 log.error(
                     "refreshed tokens for Zoom user %s could not be saved in Redis; "

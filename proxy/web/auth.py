@@ -17,12 +17,14 @@ from proxy.errors import (
     BadRequest,
     LoginStateInvalid,
     ProxyError,
+    SessionRevoked,
     SessionStoreUnavailable,
     Unauthenticated,
 )
 from proxy.observe.metrics import METRICS
 from proxy.session.model import SessionData
 from proxy.session.rules import may_sign_in
+from proxy.session.store import SignedIn
 from proxy.tokens.oauth import random_token
 from proxy.web.cors import is_same_origin_or_direct
 from proxy.web.errors import is_browser_navigation, render_error
@@ -144,7 +146,9 @@ async def _complete_sign_in(
         await oauth.revoke(tokens.refresh_token)
         raise AccessDenied()
     try:
-        await request.app[SESSIONS].start(request, SessionData(tokens=tokens, user=user))
+        await request.app[SESSIONS].start(
+            request, SessionData(tokens=tokens, user=user, signed_in_at=time.time())
+        )
     except SessionStoreUnavailable:
         await oauth.revoke(tokens.refresh_token)  # nowhere to keep them: leave none behind
         raise
@@ -169,6 +173,17 @@ def _declined(request: web.Request, error: str) -> web.Response:
     )
 
 
+async def page_session(request: web.Request) -> SignedIn | None:
+    """The session, for a route that serves the signed-out too: one that was revoked
+    (the user removed the app) is ended here, its cookie cleared, and counts as none."""
+    sessions = request.app[SESSIONS]
+    try:
+        return await sessions.load(request.headers.get("Cookie", ""))
+    except SessionRevoked:
+        await sessions.end(request, None)
+        return None
+
+
 async def logout(request: web.Request) -> web.Response:
     """``POST /auth/logout``: revoke at Zoom (best effort) and forget the session.
 
@@ -176,7 +191,7 @@ async def logout(request: web.Request) -> web.Response:
     :mod:`proxy.web.errors`); a GET never signs anyone out. The form's POST, like any
     browser's, is redirected to the home page; a script's gets 204."""
     sessions = request.app[SESSIONS]
-    signed_in = await sessions.load(request.headers.get("Cookie", ""))
+    signed_in = await page_session(request)
     # Forgotten first: if that fails, nothing has happened and a retry is safe.
     await sessions.end(request, signed_in)
     if signed_in is not None:
