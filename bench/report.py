@@ -157,6 +157,24 @@ def _downloads(result: dict[str, Any]) -> list[str]:
     ]
 
 
+def _webhooks(result: dict[str, Any]) -> list[str]:
+    hooks = result["webhooks"]
+    return [
+        f"**Webhook events** (wrk, {hooks['connections']} connections, distinct signed "
+        f"{hooks['event_bytes'] // 1024} KiB events, each verified and forwarded to a local"
+        " backend)",
+        "",
+        "| measure | value |",
+        "|---|---:|",
+        f"| events forwarded per second | {_number(hooks['events_per_second'])} |",
+        f"| zoom-proxy CPU per event | {_number(hooks['cpu_us_per_event'], 1)} µs |",
+        f"| p50, p99 | {_number(hooks['p50_ms'], 2)} ms, {_number(hooks['p99_ms'], 2)} ms |",
+        f"| errors (socket + non-2xx) | {hooks['errors']} |",
+        "| verification alone (signature and parse, in process) "
+        f"| {_number(hooks['verification_cpu_us_per_event'], 1)} µs CPU per event |",
+    ]
+
+
 def _load(result: dict[str, Any]) -> list[str]:
     load = result["concurrency"]
     window = load["rss_window_seconds"]
@@ -197,6 +215,7 @@ _SECTIONS = (
     ("streaming", _streaming),
     ("ratios", _ratios),
     ("downloads", _downloads),
+    ("webhooks", _webhooks),
     ("concurrency", _load),
     ("workers", _workers),
 )

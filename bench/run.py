@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from . import downloads, zoomproxy
+from . import downloads, webhooks, zoomproxy
 from .measure import concurrency, ratios, scaling, streams, throughput
 from .procs import raise_file_limit, run_stoppably, supervised, tool
 from .setup import PARTS, QUICK, Options, Pinning, Say, emulator_running, start_everything
@@ -46,6 +46,9 @@ async def benchmark(options: Options, *, say: Say, keep_temp: bool = False) -> d
         if "downloads" in parts:
             say("recording downloads (/download, one redirect):")
             measured["downloads"] = await downloads.downloads(setup, options, say)
+        if "webhooks" in parts:
+            say("webhook events (wrk, signed 2 KiB events, forwarded to a local backend):")
+            measured["webhooks"] = await webhooks.webhooks(setup, options, say)
         if "load" in parts:
             say(f"{options.load_connections} connections for {options.load_seconds:g} s:")
             load = measured["concurrency"] = await concurrency(setup, options)

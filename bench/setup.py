@@ -27,8 +27,10 @@ GIB = 1 << 30
 MIB = 1 << 20
 
 
+#: The Secret Token of the webhook events sent to zoom-proxy (bench/webhooks.py).
+WEBHOOK_SECRET = "bench-webhook-secret-token"
 #: The benchmark's parts, in the order they run.
-PARTS = ("small", "streaming", "downloads", "load", "workers")
+PARTS = ("small", "streaming", "downloads", "webhooks", "load", "workers")
 
 
 @dataclass(frozen=True)
@@ -234,6 +236,11 @@ async def start_everything(
         cores=servers,
         # The upstream plays Zoom's web host for recordings too (bench/downloads.py).
         zoom={"download_origins": [f"http://127.0.0.1:{upstream_port}"]},
+        # Verified events go on to the Go sink (bench/webhooks.py).
+        webhooks={
+            "secret_token": WEBHOOK_SECRET,
+            "forward_to": f"http://127.0.0.1:{sink_port}/zoom/events",
+        },
         service={
             "account_id": emulator.account_id,
             "client_id": emulator.service_client_id,

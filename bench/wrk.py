@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from .procs import run_tool, tool
 
@@ -72,7 +73,9 @@ async def run(
     headers: Mapping[str, str] | None = None,
     cores: str | None = None,
     request_timeout: float = 2.0,
+    script: tuple[Path, Path] | None = None,
 ) -> WrkResult:
+    """``script``: a Lua script for wrk, and the one argument it is given."""
     command = [
         tool("wrk"),
         f"-t{threads}",
@@ -83,5 +86,9 @@ async def run(
     ]
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
+    if script is not None:
+        command += ["-s", str(script[0])]
     command.append(url)
+    if script is not None:
+        command += ["--", str(script[1])]
     return parse(await run_tool(command, cores=cores))
