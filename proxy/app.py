@@ -44,6 +44,7 @@ from proxy.web.keys import (
     SETTINGS,
     STORAGE,
     UPSTREAM,
+    ZOOM_ACCOUNT_PAGE,
 )
 from proxy.web.middleware import bracket
 from proxy.web.pages import favicon, service_only_page, signed_in_page, signed_out_page
@@ -279,7 +280,11 @@ async def index(request: web.Request) -> web.Response:
     html = (
         signed_out_page()
         if signed_in is None
-        else signed_in_page(signed_in.data, public_url=public_url)
+        else signed_in_page(
+            signed_in.data,
+            public_url=public_url,
+            account_page=request.app.get(ZOOM_ACCOUNT_PAGE),
+        )
     )
     return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
 

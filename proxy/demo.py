@@ -17,6 +17,7 @@ from proxy.app import create_app
 from proxy.config import Settings, generate_key, settings_from_mapping
 from proxy.emulator import ZoomEmulator
 from proxy.emulator.recordings import StorageServer, WebRoutes
+from proxy.web.keys import ZOOM_ACCOUNT_PAGE
 
 #: Where the emulator's routes live on the proxy's port.
 EMULATOR_PREFIX = "/_emulator"
@@ -63,6 +64,8 @@ def demo_settings(
                     {"name": DEMO_CALLER, "key_sha256": caller_key_sha256, "allow": ["* /**"]}
                 ],
             },
+            # The emulator signs its events (a user removing the app) with this.
+            "webhooks": {"secret_token": emulator.webhook_secret},
             # Secure cookies only where the browser comes over https (a TLS front).
             "session": {
                 "secret_keys": [generate_key()],
@@ -82,7 +85,9 @@ def default_public_url(host: str, port: int) -> str:
 def demo_app(settings: Settings, emulator: ZoomEmulator) -> web.Application:
     """The proxy app, with ``emulator`` mounted under :data:`EMULATOR_PREFIX`, and one
     cloud recording: its ``download_url`` at ``/rec/download/…`` on the demo's port (a
-    download_url's path starts with ``/rec/``), its bytes under :data:`STORAGE_PREFIX`."""
+    download_url's path starts with ``/rec/``), its bytes under :data:`STORAGE_PREFIX`.
+    The emulator's events go to the proxy's webhook route, and the signed-in page links
+    to the emulator's account page, where the user can remove the app."""
     emulator.allowed_redirect_uris = {settings.redirect_uri}
     app = create_app(settings)
     app.add_subapp(EMULATOR_PREFIX, emulator.app())
@@ -91,6 +96,8 @@ def demo_app(settings: Settings, emulator: ZoomEmulator) -> web.Application:
     [own_origin] = settings.zoom.download_origins
     emulator.storage_url = f"{own_origin}{STORAGE_PREFIX}"
     emulator.add_recording(DEMO_RECORDING_SIZE)
+    emulator.webhook_url = f"{own_origin}/webhooks/zoom"
+    app[ZOOM_ACCOUNT_PAGE] = f"{settings.public_url}{EMULATOR_PREFIX}/account"
     return app
 
 

@@ -398,3 +398,35 @@ async def test_the_demo_page_lists_a_recording_whose_link_downloads_it(
         download = await started.value
         saved = await download.path()
     assert saved.stat().st_size == DEMO_RECORDING_SIZE
+
+
+async def test_in_the_demo_removing_the_app_at_zoom_signs_the_browser_out(
+    page: Page, tmp_path: Path
+) -> None:
+    """The newcomer's view of SPEC 14: the emulator's account page removes the app,
+    Zoom's signed app_deauthorized reaches the proxy, and the session is over."""
+    port = unused_port()
+    url = f"http://127.0.0.1:{port}"
+    async with running(
+        "--demo",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--public-url",
+        url,
+        stderr_path=tmp_path / "demo.log",
+    ) as demo:
+        await demo_banner(demo)
+        await page.goto(f"{url}/")
+        await page.get_by_role("link", name="Sign in with Zoom").click()
+        await page.get_by_role("button", name="Approve").click()
+        assert (await page_fetch(page, "/api/users/me"))["status"] == 200
+        await page.locator("#zoom-account").click()
+        await page.get_by_role("button", name="Remove the app").click()
+        await expect(page.get_by_text("HTTP 200")).to_be_visible()
+        answer = await page_fetch(page, f"{url}/api/users/me")
+        assert answer["status"] == 401
+        assert answer["body"]["error"] == "unauthenticated"
+        await page.goto(f"{url}/")
+        await expect(page.get_by_role("link", name="Sign in with Zoom")).to_be_visible()

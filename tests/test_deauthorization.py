@@ -10,10 +10,15 @@ from datetime import UTC, datetime
 import pytest
 
 from proxy.redis.client import connect
-from tests.helpers.proxies import Proxy, ProxyFactory, get_me, sign_in_with_expiring_token
+from tests.helpers.proxies import (
+    Proxy,
+    ProxyFactory,
+    get_me,
+    replicas,
+    sign_in_with_expiring_token,
+)
 from tests.helpers.raw_http import connection, read_answers, request
 from tests.helpers.webhooks import SECRET, event_body, post_event
-from tests.test_redis import replicas
 
 pytestmark = pytest.mark.both_transports
 
@@ -172,3 +177,43 @@ async def test_with_redis_sessions_the_users_sessions_are_deleted(
         assert await client.keys(f"{redis_section['key_prefix']}user-sessions:*") == []
     finally:
         await client.aclose()
+
+
+# === with the emulator as Zoom ===========================================================
+
+
+@pytest.fixture
+def zoom_sends_events(proxy: Proxy) -> Proxy:
+    emulator = proxy.zoom.emulator
+    emulator.webhook_url, emulator.webhook_secret = f"{proxy.url}/webhooks/zoom", SECRET
+    return proxy
+
+
+async def test_removing_the_app_at_zoom_ends_the_session_through_its_event(
+    zoom_sends_events: Proxy,
+) -> None:
+    proxy = zoom_sends_events
+    emulator = proxy.zoom.emulator
+    cookie = proxy.cookie_header()
+    assert await emulator.deauthorize(emulator.user.id) == 200
+    assert emulator.sent_events == [("app_deauthorized", 200)]
+    assert (await get_me(proxy, cookie)).status == 401
+
+
+async def test_zoom_validates_the_proxys_endpoint(zoom_sends_events: Proxy) -> None:
+    assert await zoom_sends_events.zoom.emulator.validate_endpoint()
+
+
+async def test_without_a_usable_deauthorization_time_the_arrival_counts(proxy: Proxy) -> None:
+    cookie = proxy.cookie_header()
+    body = event_body("app_deauthorized", user_id=proxy.zoom.emulator.user.id)
+    assert (await post_event(proxy, body))[0] == 200
+    assert (await get_me(proxy, cookie)).status == 401
+    await proxy.sign_in()
+    assert (await get_me(proxy, proxy.cookie_header())).status == 200
+
+
+async def test_an_app_deauthorized_without_a_user_id_is_400(proxy: Proxy) -> None:
+    status, _ = await post_event(proxy, event_body("app_deauthorized", account_id="acct-1"))
+    assert status == 400
+    assert (await get_me(proxy, proxy.cookie_header())).status == 200

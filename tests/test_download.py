@@ -12,7 +12,8 @@ import socket
 import ssl
 import struct
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -37,6 +38,8 @@ from tests.helpers.raw_http import connection, read_answers, request
 from tests.helpers.tls import certificate_for
 
 pytestmark = pytest.mark.both_transports
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SIZE = 3 << 20
 KEY, KEY_SHA256 = new_key()
@@ -81,6 +84,25 @@ def download_url(zoom: Zoom, recording: str) -> str:
 
 def through(proxy: Proxy, url: str) -> str:
     return f"{proxy.url}/download?url={quote(url, safe='')}"
+
+
+@asynccontextmanager
+async def web_host(path: str, handler: Handler) -> AsyncIterator[str]:
+    """A stand-in for Zoom's web host on loopback, answering ``path``; its origin."""
+    app = web.Application()
+    app.router.add_get(path, handler)
+    runner = await serve.start(app, host="127.0.0.1", port=0, lane=False)
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def downloading_from(make_proxy: ProxyFactory, origin: str) -> Proxy:
+    """A signed-in proxy whose one download origin is ``origin``."""
+    proxy = await make_proxy(zoom={"download_origins": [origin]})
+    await proxy.sign_in()
+    return proxy
 
 
 async def test_a_recording_streams_whole_with_its_headers(
@@ -270,23 +292,15 @@ async def test_redirects_past_five_are_502_and_the_token_stays_on_its_origins(
         number = int(request.match_info["n"])
         return web.Response(status=302, headers={"Location": f"/rec/hop/{number + 1}"})
 
-    app = web.Application()
-    app.router.add_get("/rec/hop/{n}", hop)
-    runner = await serve.start(app, host="127.0.0.1", port=0, lane=False)
-    origin = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
-        proxy = await make_proxy(zoom={"download_origins": [zoom.base_url]})
-        await proxy.sign_in()
+    async with web_host("/rec/hop/{n}", hop) as origin:
+        proxy = await downloading_from(make_proxy, zoom.base_url)
         # Not a download origin: the URL itself is refused.
         async with proxy.client.get(through(proxy, f"{origin}/rec/hop/0")) as response:
             assert response.status == 400
-        proxy = await make_proxy(zoom={"download_origins": [origin]})
-        await proxy.sign_in()
+        proxy = await downloading_from(make_proxy, origin)
         async with proxy.client.get(through(proxy, f"{origin}/rec/hop/0")) as response:
             assert response.status == 502
             assert (await response.json())["error"] == "too_many_redirects"
-    finally:
-        await runner.cleanup()
     assert len(seen) == 6
     assert all(value is not None and value.startswith("Bearer ") for value in seen)
 
@@ -453,18 +467,11 @@ async def test_a_redirect_that_cannot_be_followed_is_502(
     async def odd(request: web.Request) -> web.Response:
         return web.Response(status=302, headers={"Location": location})
 
-    app = web.Application()
-    app.router.add_get("/rec/download/x", odd)
-    runner = await serve.start(app, host="127.0.0.1", port=0, lane=False)
-    origin = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
-        proxy = await make_proxy(zoom={"download_origins": [origin]})
-        await proxy.sign_in()
+    async with web_host("/rec/download/x", odd) as origin:
+        proxy = await downloading_from(make_proxy, origin)
         async with proxy.client.get(through(proxy, f"{origin}/rec/download/x")) as response:
             assert response.status == 502
             assert (await response.json())["error"] == "upstream_unreachable"
-    finally:
-        await runner.cleanup()
 
 
 async def test_no_log_line_shows_a_signed_storage_url_or_the_download_url(
@@ -508,8 +515,7 @@ async def test_outbound_tls_trusts_the_certificates_in_ssl_cert_file(
     origin = f"https://localhost:{runner.addresses[0][1]}"
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     try:
-        proxy = await make_proxy(zoom={"download_origins": [origin]})
-        await proxy.sign_in()
+        proxy = await downloading_from(make_proxy, origin)
         async with proxy.client.get(through(proxy, f"{origin}/rec/download/x")) as response:
             assert response.status == 200
             assert await response.read() == b"recording"

@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -26,6 +25,7 @@ from tests.helpers.proxies import (
     ProxyFactory,
     fetch_with_cookie,
     get_me,
+    replicas,
     set_session_cookie,
     sign_in_with_expiring_token,
 )
@@ -34,17 +34,6 @@ from tests.helpers.redisserver import RedisServer, available
 #: What a dead Redis may cost a request: a refused connection answers at once, a frozen
 #: server after the command timeout and one retry (about 2 s).
 BOUND = 4.0
-
-
-async def replicas(
-    make_proxy: ProxyFactory, redis: dict[str, str], *, store: str = "cookie", **sections: Any
-) -> tuple[Proxy, Proxy]:
-    """Two proxies with the same keys and the same Redis."""
-    redis = {**redis, **sections.pop("redis", {})}
-    session = {"store": store, **sections.pop("session", {})}
-    a = await make_proxy(session=session, redis=redis, **sections)
-    b = await make_proxy(session=session, redis=redis, **sections)
-    return a, b
 
 
 def alternating(a: Proxy, b: Proxy, count: int) -> list[Proxy]:

@@ -1,7 +1,8 @@
 """A local Zoom for demos and tests: OAuth with PKCE and rotation, and a bit of ``/v2``.
 
-Modules: `state` (Zoom's rules and the app factory), `oauth` and `api` (the HTTP
-surface), `tokens` (token shapes and PKCE), `models` (values handed out),
+Modules: `state` (Zoom's rules and the app factory), `oauth`, `api`, `recordings` and
+`webhooks` (the HTTP surface; `webhooks` also sends Zoom's signed events), `pages` (the
+HTML pages' look), `tokens` (token shapes and PKCE), `models` (values handed out),
 `access_log` (an access log that never prints a query string).
 
 Example::
@@ -17,14 +18,17 @@ from proxy.emulator.state import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
     DEFAULT_SCOPE,
+    DEFAULT_WEBHOOK_SECRET,
     ZoomEmulator,
 )
 from proxy.emulator.tokens import s256_challenge
+from proxy.emulator.webhooks import sign
 
 __all__ = [
     "DEFAULT_CLIENT_ID",
     "DEFAULT_CLIENT_SECRET",
     "DEFAULT_SCOPE",
+    "DEFAULT_WEBHOOK_SECRET",
     "AccessLogger",
     "EmulatedUser",
     "RecordedRequest",
@@ -32,4 +36,5 @@ __all__ = [
     "ZoomEmulator",
     "download_chunks",
     "s256_challenge",
+    "sign",
 ]

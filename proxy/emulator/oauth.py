@@ -21,17 +21,12 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from proxy.emulator.models import InvalidGrant
-from proxy.web.pages import STYLE
+from proxy.emulator.pages import page
 
 if TYPE_CHECKING:
     from proxy.emulator.state import ZoomEmulator
 
 _S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
-#: Said on every page, so that nobody takes the emulator for Zoom.
-_NOT_ZOOM = (
-    '<p class="note">This is the built-in Zoom emulator (not Zoom), a stand-in for demos'
-    " and tests: nothing here reaches Zoom, and no real account is involved.</p>"
-)
 
 
 @dataclass(frozen=True)
@@ -63,18 +58,6 @@ class _BadAuthorize(Exception):
     """An authorize request Zoom would answer with an error page, not a redirect."""
 
 
-def _page(title: str, body: str, *, status: int = 200) -> web.Response:
-    """A page styled like the proxy's; ``body`` must already be escaped."""
-    heading = html.escape(title)
-    text = (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{heading} - Zoom emulator</title><style>{STYLE}</style></head>\n"
-        f"<body><h1>{heading}</h1>{_NOT_ZOOM}{body}</body></html>\n"
-    )
-    return web.Response(text=text, status=status, content_type="text/html")
-
-
 def _with_query(uri: str, params: Mapping[str, str]) -> str:
     """*uri* with *params* appended to whatever query it already has."""
     separator = "&" if "?" in uri else "?"
@@ -104,7 +87,7 @@ class OAuthRoutes:
         try:
             ask = self._parse_authorize(request.query)
         except _BadAuthorize as exc:
-            return _page("Invalid request", f"<p>{html.escape(str(exc))}</p>", status=400)
+            return page("Invalid request", f"<p>{html.escape(str(exc))}</p>", status=400)
         self._emulator.counters["authorize"] += 1
         if self._emulator.auto_approve:
             raise web.HTTPFound(self._approve(ask))
@@ -117,7 +100,10 @@ class OAuthRoutes:
             '<button name="decision" value="approve">Approve</button> '
             '<button class="secondary" name="decision" value="deny">Deny</button></form>'
         )
-        return _page("Authorize app", body)
+        if self._emulator.webhook_url is not None:
+            # Relative: from .../oauth/authorize to .../account, whatever the prefix.
+            body += '<p><a href="../account">Remove this app from your Zoom account</a></p>'
+        return page("Authorize app", body)
 
     async def decide(self, request: web.Request) -> web.StreamResponse:
         """The consent page's form: approve issues a code, deny sends access_denied."""
@@ -125,7 +111,7 @@ class OAuthRoutes:
         try:
             ask = self._parse_authorize(form)
         except _BadAuthorize as exc:
-            return _page("Invalid request", f"<p>{html.escape(str(exc))}</p>", status=400)
+            return page("Invalid request", f"<p>{html.escape(str(exc))}</p>", status=400)
         decision = form.get("decision")
         if decision == "approve":
             raise web.HTTPFound(self._approve(ask))
@@ -134,7 +120,7 @@ class OAuthRoutes:
             if ask.state is not None:
                 params["state"] = ask.state
             raise web.HTTPFound(_with_query(ask.redirect_uri, params))
-        return _page("Invalid request", "<p>Choose Approve or Deny.</p>", status=400)
+        return page("Invalid request", "<p>Choose Approve or Deny.</p>", status=400)
 
     async def token(self, request: web.Request) -> web.StreamResponse:
         """``POST /oauth/token``: the authorization_code and refresh_token grants of the
@@ -149,7 +135,7 @@ class OAuthRoutes:
         if emulator.token_endpoint_mode == "down":
             return _oauth_error(503, "temporarily_unavailable", "Service Unavailable")
         if emulator.token_endpoint_mode == "garbage":
-            return _page("Zoom", "<p>Something went wrong. Please try again later.</p>")
+            return page("Zoom", "<p>Something went wrong. Please try again later.</p>")
         params = await _params(request)
         grant_type = params.get("grant_type")
         # The S2S app may only use its grant, and the user app only the others.

@@ -1,17 +1,20 @@
 """The emulator's state and Zoom's rules over it.
 
 `ZoomEmulator` owns users, codes, grants and tokens, and decides what Zoom would
-decide; `ZoomEmulator.app` wires the HTTP routes of `oauth` and `api` onto it.
+decide; `ZoomEmulator.app` wires the HTTP routes of `oauth`, `api`, `recordings` and
+`webhooks` onto it.
 A *grant* is one authorization: its tokens, across every refresh, live and die together.
 Two apps are emulated: the user app (``authorization_code`` with PKCE, then
 ``refresh_token``) and a Server-to-Server app (``account_credentials``), whose every
-account token is a grant of its own, without a refresh token.
+account token is a grant of its own, without a refresh token. The user app has an event
+subscription: signed webhooks go to `ZoomEmulator.webhook_url`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import secrets
 import time
@@ -22,7 +25,7 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
-from proxy.emulator import tokens
+from proxy.emulator import tokens, webhooks
 from proxy.emulator.api import ApiRoutes
 from proxy.emulator.models import (
     EmulatedUser,
@@ -34,6 +37,7 @@ from proxy.emulator.models import (
 )
 from proxy.emulator.oauth import OAuthRoutes
 from proxy.emulator.recordings import WebRoutes
+from proxy.emulator.webhooks import WebhookRoutes
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +47,8 @@ DEFAULT_SCOPE = "user:read meeting:read meeting:write"
 DEFAULT_SERVICE_CLIENT_ID = "emulator-s2s-client-id"
 DEFAULT_SERVICE_CLIENT_SECRET = "emulator-s2s-client-secret"
 DEFAULT_ACCOUNT_ID = "emulator-account-id"
+#: The user app's webhook Secret Token, which signs its events.
+DEFAULT_WEBHOOK_SECRET = "emulator-webhook-secret-token"
 #: What an account token (Server-to-Server OAuth) is granted.
 ACCOUNT_SCOPE = "meeting:read:admin meeting:write:admin user:read:admin report:read:admin"
 CODE_LIFETIME = 600
@@ -54,6 +60,8 @@ class _Grant:
     user: EmulatedUser
     scope: str
     revoked: bool = False
+    #: An account token's grant (the Server-to-Server app's), not the user app's.
+    service: bool = False
 
 
 @dataclass
@@ -106,11 +114,22 @@ class ZoomEmulator:
       account_id), "account_token_invalid_client" (wrong or no S2S client credentials),
       "revoke", "api_ok", "api_401", "token_requests" (every call to the token endpoint,
       whatever its mode), "downloads_aborted" and "holds_aborted" (a held handler
-      cancelled because its client went away).
+      cancelled because its client went away), "deauthorized" (`deauthorize`).
     - `api_requests`: every request that reached ``/v2``, as received.
     - `meetings`: meetings created through the API, by user id.
-    - `clock`: seconds since the epoch; code age and token expiry follow it.
+    - `clock`: seconds since the epoch; code age, token expiry and webhook timestamps
+      follow it.
+    - `webhook_url`: the user app's event subscription URL, where `send_event`,
+      `validate_endpoint` and `deauthorize` POST signed events; None (the default)
+      sends none.
+    - `webhook_secret`: the user app's Secret Token, which signs events
+      (`DEFAULT_WEBHOOK_SECRET` unless changed).
+    - `sent_events`: (event name, HTTP status or None if the endpoint could not be
+      reached) of every event sent, in order.
     - `held_requests`, `wait_for_held`, `release_held`: the ``/v2/_test/hold_*`` routes.
+
+    Webhook routes (`webhooks`): ``POST /_test/webhooks/send`` sends any event, and
+    ``GET /account`` is `user`'s account page, whose "Remove the app" calls `deauthorize`.
     """
 
     def __init__(
@@ -145,6 +164,9 @@ class ZoomEmulator:
         self.recordings: dict[str, int] = {}
         #: Where recordings redirect to: a running StorageServer's base URL.
         self.storage_url: str | None = None
+        self.webhook_url: str | None = None
+        self.webhook_secret = DEFAULT_WEBHOOK_SECRET
+        self.sent_events: list[tuple[str, int | None]] = []
         self._mode = "ok"
         self._changed: asyncio.Event | None = None  # set and replaced on every change
         self._stalled = 0
@@ -160,6 +182,7 @@ class ZoomEmulator:
         app = web.Application()
         OAuthRoutes(self).setup(app)
         WebRoutes(self).setup(app)
+        WebhookRoutes(self).setup(app)
         app.add_subapp("/v2", ApiRoutes(self).app())
         return app
 
@@ -345,7 +368,7 @@ class ZoomEmulator:
         if not _same(account_id, self.account_id):
             self.counters["account_token_rejected"] += 1
             raise InvalidGrant("Invalid account_id", error="invalid_request")
-        grant = _Grant(user=self.user, scope=ACCOUNT_SCOPE)
+        grant = _Grant(user=self.user, scope=ACCOUNT_SCOPE, service=True)
         self._grants.append(grant)
         self.counters["account_token_ok"] += 1
         access = self._new_access_token(grant, client_id=self.service_client_id)
@@ -396,6 +419,76 @@ class ZoomEmulator:
         for grant in self._grants:
             grant.revoked = True
 
+    # --- webhooks -----------------------------------------------------------------------
+
+    async def send_event(
+        self, event: str, payload: dict[str, Any], *, timestamp: int | None = None
+    ) -> int | None:
+        """POST ``{"event", "event_ts", "payload"}`` to `webhook_url`, signed with
+        `webhook_secret` at *timestamp* (unix seconds, by default now by `clock`), and
+        record it in `sent_events`.
+
+        Returns the endpoint's HTTP status, or None if it could not be reached or did
+        not answer within 3 seconds; None too, recording nothing, if `webhook_url` is None.
+        """
+        answer = await self._send(event, payload, timestamp)
+        return None if answer is None else answer[0]
+
+    async def validate_endpoint(self) -> bool:
+        """Zoom's URL validation: send ``endpoint.url_validation`` with a random
+        ``plainToken``; whether the endpoint answered 200 with JSON holding that
+        ``plainToken`` and its ``encryptedToken`` (HMAC-SHA256 by `webhook_secret`)."""
+        plain_token = secrets.token_urlsafe(16)
+        answer = await self._send("endpoint.url_validation", {"plainToken": plain_token}, None)
+        if answer is None or answer[0] != 200:
+            return False
+        expected = {
+            "plainToken": plain_token,
+            "encryptedToken": webhooks.encrypted_token(self.webhook_secret, plain_token),
+        }
+        return _answers(answer[1], expected)
+
+    async def deauthorize(self, user_id: str) -> int | None:
+        """The user removes the user app: every grant of theirs is revoked at once (each
+        access and refresh token, and any pending code; account tokens, the other
+        app's, stay), counting "deauthorized", then ``app_deauthorized`` is sent.
+
+        Returns the status `send_event` returns for that event.
+        """
+        user = self._find_user(user_id)
+        for grant in self._grants:
+            if grant.user.id == user_id and not grant.service:
+                grant.revoked = True
+        logger.debug("user %s deauthorized the app", user_id)
+        self.count("deauthorized")
+        payload = {
+            "account_id": user.account_id if user is not None else self.account_id,
+            "user_id": user_id,
+            "signature": secrets.token_hex(32),
+            "deauthorization_time": webhooks.zoom_timestamp(self.clock()),
+            "client_id": self.client_id,
+        }
+        return await self.send_event("app_deauthorized", payload)
+
+    async def _send(
+        self, event: str, payload: dict[str, Any], timestamp: int | None
+    ) -> tuple[int, bytes] | None:
+        """Send an event to `webhook_url` and record it; the answer's status and body."""
+        if self.webhook_url is None:
+            return None
+        now = self.clock()
+        body = {"event": event, "event_ts": int(now * 1000), "payload": payload}
+        stamp = int(now) if timestamp is None else timestamp
+        answer = await webhooks.deliver(self.webhook_url, self.webhook_secret, body, stamp)
+        self.sent_events.append((event, None if answer is None else answer[0]))
+        return answer
+
+    def _find_user(self, user_id: str) -> EmulatedUser | None:
+        """The user with *user_id*: `user`, or whom a grant was made for, else None."""
+        if self.user.id == user_id:
+            return self.user
+        return next((g.user for g in self._grants if g.user.id == user_id), None)
+
     def _issue_tokens(self, grant: _Grant) -> TokenSet:
         """A user-app access and refresh token pair for *grant*."""
         access = self._new_access_token(grant, client_id=self.client_id)
@@ -426,6 +519,15 @@ class ZoomEmulator:
             "nbf": now,
             "iat": now,
         }
+
+
+def _answers(body: bytes, expected: dict[str, str]) -> bool:
+    """Whether *body* is a JSON object holding each of *expected*'s fields, equal."""
+    try:
+        fields = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(fields, dict) and all(fields.get(k) == v for k, v in expected.items())
 
 
 def _same(given: str, expected: str) -> bool:

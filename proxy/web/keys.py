@@ -26,3 +26,6 @@ DOWNLOAD_HOSTS = web.AppKey("download_hosts", Pools)
 OAUTH = web.AppKey("oauth", ZoomOAuth)
 REFRESHER = web.AppKey("refresher", Refresher)
 SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")
+#: Where a user manages (and removes) the app at Zoom, linked from the signed-in page:
+#: set by ``--demo`` to the emulator's account page.
+ZOOM_ACCOUNT_PAGE = web.AppKey("zoom_account_page", str)

@@ -81,7 +81,9 @@ def service_only_page(public_url: str) -> str:
     )
 
 
-def signed_in_page(session: SessionData, *, public_url: str) -> str:
+def signed_in_page(
+    session: SessionData, *, public_url: str, account_page: str | None = None
+) -> str:
     user, tokens = session.user, session.tokens
     remaining = max(0, int(tokens.expires_at - time.time()))
     name = f"{user.first_name} {user.last_name}".strip() or user.id
@@ -100,7 +102,13 @@ def signed_in_page(session: SessionData, *, public_url: str) -> str:
         f"<pre>{escape(curl)}</pre>"
         "<h2>Recordings</h2><ul id=recordings><li>Looking for cloud recordings...</li></ul>"
         f"<script>{_RECORDINGS_SCRIPT}</script>"
-        '<form method=post action="/auth/logout"><button type=submit>Sign out</button></form>',
+        + (
+            ""
+            if account_page is None
+            else f'<p>At Zoom: <a id=zoom-account href="{escape(account_page)}">'
+            "your account, where you can remove this app</a> (your sessions end at once)</p>"
+        )
+        + '<form method=post action="/auth/logout"><button type=submit>Sign out</button></form>',
     )
 
 

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 MAX_EVENT_BYTES = 1 << 20
 TIMESTAMP = "x-zm-request-timestamp"
 SIGNATURE = "x-zm-signature"
+#: The resolution of Zoom's ``deauthorization_time``: milliseconds.
+_ZOOM_TIME_RESOLUTION = 0.001
 #: Seconds a body may stall while it arrives.
 _STALL_LIMIT = 10.0
 
@@ -94,9 +96,7 @@ class Webhooks:
                 (TIMESTAMP, timestamp),
                 (SIGNATURE, signed),
             ]
-            first = await self._replays.once(
-                signed, lambda: self._handle(event, body, headers, int(timestamp))
-            )
+            first = await self._replays.once(signed, lambda: self._handle(event, body, headers))
         except ProxyError as error:
             outcome = "not_delivered" if isinstance(error, EventNotDelivered) else "refused"
             self._metrics.count_webhook_event(label, outcome)
@@ -111,11 +111,9 @@ class Webhooks:
             raise EventMalformed("An endpoint.url_validation event needs a plainToken.")
         return url_validation_answer(self._secret, plain_token)
 
-    async def _handle(
-        self, event: Event, body: bytes, headers: list[tuple[str, str]], timestamp: int
-    ) -> None:
+    async def _handle(self, event: Event, body: bytes, headers: list[tuple[str, str]]) -> None:
         if event.name == DEAUTHORIZED:
-            await self._deauthorize(event, timestamp)
+            await self._deauthorize(event)
         if self._backend is not None:
             await self._backend.deliver(body, headers, event.name)
             self._metrics.count_webhook_event(event.label, "forwarded")
@@ -123,13 +121,16 @@ class Webhooks:
             log.info("webhook event %s verified", event.name)
             self._metrics.count_webhook_event(event.label, "accepted")
 
-    async def _deauthorize(self, event: Event, timestamp: int) -> None:
+    async def _deauthorize(self, event: Event) -> None:
         user_id = event.payload.get("user_id")
         if not isinstance(user_id, str) or not user_id:
             raise EventMalformed("An app_deauthorized event needs a payload.user_id.")
-        # Zoom's time, but never later than now: a sign-in after this event arrived is
-        # a new authorization, whatever Zoom's clock says.
-        at = min(_instant(event.payload.get("deauthorization_time"), timestamp), self._clock())
+        # Zoom's time, to the end of its millisecond (a sign-in within it counts as
+        # before); but never later than now: a sign-in after this event arrived is a new
+        # authorization, whatever Zoom's clock says.
+        now = self._clock()
+        zoom_time = _instant(event.payload.get("deauthorization_time"))
+        at = now if zoom_time is None else min(zoom_time + _ZOOM_TIME_RESOLUTION, now)
         await self._sessions.end_user(user_id, at)
         log.info("Zoom user %s removed the app: every session of theirs has ended", user_id)
 
@@ -164,13 +165,12 @@ def _one(request: web.Request, name: str) -> str | None:
     return values.pop() if values else None
 
 
-def _instant(value: object, fallback: int) -> float:
-    """Zoom's ISO 8601 time (``2026-12-04T16:20:00.123Z``) in unix seconds, else
-    ``fallback``."""
-    if isinstance(value, str):
-        try:
-            when = datetime.fromisoformat(value)
-        except ValueError:
-            return fallback
-        return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
-    return fallback
+def _instant(value: object) -> float | None:
+    """Zoom's ISO 8601 time (``2026-12-04T16:20:00.123Z``) in unix seconds, if it is one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()

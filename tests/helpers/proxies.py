@@ -177,3 +177,14 @@ def set_session_cookie(response: aiohttp.ClientResponse) -> str | None:
     """The session cookie ``response`` sets, if it sets one."""
     morsel = response.cookies.get("zoom_proxy")
     return None if morsel is None else morsel.value
+
+
+async def replicas(
+    make_proxy: ProxyFactory, redis: dict[str, str], *, store: str = "cookie", **sections: Any
+) -> tuple[Proxy, Proxy]:
+    """Two proxies with the same keys and the same Redis."""
+    redis = {**redis, **sections.pop("redis", {})}
+    session = {"store": store, **sections.pop("session", {})}
+    a = await make_proxy(session=session, redis=redis, **sections)
+    b = await make_proxy(session=session, redis=redis, **sections)
+    return a, b
