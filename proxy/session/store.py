@@ -11,6 +11,11 @@ Handlers reach sessions only through a :class:`SessionStore`, the one chosen by
   seconds from its last refresh. The id never changes, so the cookie never churns: a
   copied cookie, or curl with a read-only jar, keeps working for the refresh token's
   lifetime, and logout deletes the session for every replica at once.
+
+Either way, a session of a user who removed the app (``app_deauthorized``) and began
+before that is over: every read checks :mod:`proxy.session.revocations`, and
+:meth:`SessionStore.end_user` records the revocation (and, in Redis, deletes the user's
+sessions through an index of them by user id).
 """
 
 from __future__ import annotations
