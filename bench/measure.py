@@ -320,8 +320,9 @@ def paired(ours: list[float], theirs: list[float]) -> float:
     return median([mine / other for mine, other in zip(ours, theirs, strict=True)])
 
 
-def ratios(small: dict[str, Any], streamed: dict[str, Any]) -> dict[str, float]:
-    """zoom-proxy ÷ nginx proxy and ÷ Go proxy: above 1 is better for req/s and MB/s only."""
+def ratios(small: dict[str, Any], streamed: dict[str, Any] | None) -> dict[str, float]:
+    """zoom-proxy ÷ nginx proxy and ÷ Go proxy: above 1 is better for req/s and MB/s
+    only. The streaming ones only if ``streamed`` was measured."""
     found: dict[str, float] = {}
     for other in ("nginx", "go"):
         for key in ("requests_per_second", "cpu_us_per_request", "p50_ms", "p99_ms"):
@@ -330,6 +331,8 @@ def ratios(small: dict[str, Any], streamed: dict[str, Any]) -> dict[str, float]:
                 [run[key] for run in small[other]["runs"]],
             )
         for direction in ("download", "upload"):
+            if streamed is None:
+                break
             found[f"{direction}_mb_per_second/{other}"] = paired(
                 streamed["zoom-proxy"]["runs"]["mb_per_second"][direction],
                 streamed[other]["runs"]["mb_per_second"][direction],

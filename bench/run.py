@@ -41,8 +41,8 @@ async def benchmark(options: Options, *, say: Say, keep_temp: bool = False) -> d
         if "streaming" in parts:
             say("streaming (curl):")
             measured["streaming"] = await streams(setup, options, say)
-        if "small" in parts and "streaming" in parts:
-            measured["ratios"] = ratios(measured["small_gets"], measured["streaming"])
+        if "small" in parts:
+            measured["ratios"] = ratios(measured["small_gets"], measured.get("streaming"))
         if "downloads" in parts:
             say("recording downloads (/download, one redirect):")
             measured["downloads"] = await downloads.downloads(setup, options, say)

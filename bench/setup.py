@@ -85,7 +85,6 @@ class Pinning:
             return cls(len(usable), None, None)
         return cls(len(usable), str(usable[0]), str(usable[1]))
 
-
 #: The smaller recording behind /download (bench/downloads.py; the larger is big.bin).
 RECORDING_BYTES = 100 << 20
 
@@ -282,6 +281,8 @@ async def start_everything(
             gobuild.COOKIE_NAME,
         ],
         cores=servers,
+        # The one core the servers are pinned to (by default Go would run a thread for
+        # every core of the machine, and fight the others for core 0).
         env={"GOMAXPROCS": "1", "BENCH_SESSION_KEY": go_key.hex()},
     )
     await wait_for_port(go_proxy, go_port)
