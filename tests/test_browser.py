@@ -9,6 +9,7 @@ Playwright's auto-waiting and ``expect`` do the synchronisation.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -369,9 +370,9 @@ async def test_the_demo_listening_everywhere_signs_in_from_another_address(
     assert result["body"]["email"] == "ada@example.com"
 
 
-async def test_the_demo_page_lists_a_recording_whose_link_downloads_it(
-    page: Page, tmp_path: Path
-) -> None:
+@asynccontextmanager
+async def signed_in_to_the_demo(page: Page, tmp_path: Path) -> AsyncIterator[str]:
+    """``--demo`` running, and ``page`` signed in through its consent page; its URL."""
     port = unused_port()
     url = f"http://127.0.0.1:{port}"
     async with running(
@@ -388,6 +389,13 @@ async def test_the_demo_page_lists_a_recording_whose_link_downloads_it(
         await page.goto(f"{url}/")
         await page.get_by_role("link", name="Sign in with Zoom").click()
         await page.get_by_role("button", name="Approve").click()
+        yield url
+
+
+async def test_the_demo_page_lists_a_recording_whose_link_downloads_it(
+    page: Page, tmp_path: Path
+) -> None:
+    async with signed_in_to_the_demo(page, tmp_path):
         link = page.locator("#recordings a")
         await expect(link).to_have_count(1)
         href = await link.get_attribute("href")
@@ -405,22 +413,7 @@ async def test_in_the_demo_removing_the_app_at_zoom_signs_the_browser_out(
 ) -> None:
     """The newcomer's view of SPEC 14: the emulator's account page removes the app,
     Zoom's signed app_deauthorized reaches the proxy, and the session is over."""
-    port = unused_port()
-    url = f"http://127.0.0.1:{port}"
-    async with running(
-        "--demo",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--public-url",
-        url,
-        stderr_path=tmp_path / "demo.log",
-    ) as demo:
-        await demo_banner(demo)
-        await page.goto(f"{url}/")
-        await page.get_by_role("link", name="Sign in with Zoom").click()
-        await page.get_by_role("button", name="Approve").click()
+    async with signed_in_to_the_demo(page, tmp_path) as url:
         assert (await page_fetch(page, "/api/users/me"))["status"] == 200
         await page.locator("#zoom-account").click()
         await page.get_by_role("button", name="Remove the app").click()

@@ -87,15 +87,30 @@ def through(proxy: Proxy, url: str) -> str:
 
 
 @asynccontextmanager
-async def web_host(path: str, handler: Handler) -> AsyncIterator[str]:
-    """A stand-in for Zoom's web host on loopback, answering ``path``; its origin."""
+async def web_host(
+    path: str, handler: Handler, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[str]:
+    """A stand-in for Zoom's web host on loopback, answering ``path``; its origin
+    (``https://localhost:<port>`` with ``tls``, a context with a certificate for it)."""
     app = web.Application()
     app.router.add_get(path, handler)
-    runner = await serve.start(app, host="127.0.0.1", port=0, lane=False)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls).start()
+    port = runner.addresses[0][1]
     try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+        yield f"https://localhost:{port}" if tls else f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+def tls_for_localhost(directory: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server context with a certificate for ``localhost`` made for the test, and the
+    certificate's file (what a client must trust)."""
+    cert, key = certificate_for("localhost", directory)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    return served, cert
 
 
 async def downloading_from(make_proxy: ProxyFactory, origin: str) -> Proxy:
@@ -334,30 +349,21 @@ async def test_a_storage_host_breaking_off_cuts_the_client_off(
 async def test_a_redirect_from_https_to_http_is_refused(tmp_path: Path) -> None:
     """The first hop is https (a certificate made for the test); its redirect to plain
     http is refused, not followed (following it would fail otherwise: nothing listens)."""
-    cert, key = certificate_for("localhost", tmp_path)
-    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    served.load_cert_chain(cert, key)
 
     async def downgrade(request: web.Request) -> web.Response:
         return web.Response(status=302, headers={"Location": "http://localhost:1/rec/x"})
 
-    app = web.Application()
-    app.router.add_get("/rec/download/x", downgrade)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=served)
-    await site.start()
-    port = runner.addresses[0][1]
+    served, cert = tls_for_localhost(tmp_path)
     trusting = ssl.create_default_context(cafile=str(cert))
-    origins = (parse_origin(f"https://localhost:{port}"),)
     hosts = Pools(connect_timeout=5, read_timeout=5, buffer_limit=1 << 16, ssl_context=trusting)
-    try:
-        first = f"https://localhost:{port}/rec/download/x"
-        with pytest.raises(InsecureRedirect):
-            await follow(hosts, "GET", first, [], "token", origins)
-    finally:
-        hosts.close()
-        await runner.cleanup()
+    async with web_host("/rec/download/x", downgrade, tls=served) as origin:
+        try:
+            with pytest.raises(InsecureRedirect):
+                await follow(
+                    hosts, "GET", f"{origin}/rec/download/x", [], "token", (parse_origin(origin),)
+                )
+        finally:
+            hosts.close()
 
 
 async def raw_download(proxy: Proxy, recording: str) -> tuple[asyncio.StreamReader, Any]:
@@ -494,30 +500,19 @@ async def test_no_log_line_shows_a_signed_storage_url_or_the_download_url(
 
 
 async def test_outbound_tls_trusts_the_certificates_in_ssl_cert_file(
-    make_proxy: ProxyFactory, zoom: Zoom, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_proxy: ProxyFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A first hop whose certificate no public CA signed is trusted once SSL_CERT_FILE
     names it (the system store, as OpenSSL reads it)."""
-    cert, key = certificate_for("localhost", tmp_path)
-    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    served.load_cert_chain(cert, key)
 
     async def recording(request: web.Request) -> web.Response:
         bearer = request.headers.get("Authorization", "").startswith("Bearer ")
         return web.Response(body=b"recording" if bearer else b"", status=200 if bearer else 401)
 
-    app = web.Application()
-    app.router.add_get("/rec/download/x", recording)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=served)
-    await site.start()
-    origin = f"https://localhost:{runner.addresses[0][1]}"
+    served, cert = tls_for_localhost(tmp_path)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
-    try:
+    async with web_host("/rec/download/x", recording, tls=served) as origin:
         proxy = await downloading_from(make_proxy, origin)
         async with proxy.client.get(through(proxy, f"{origin}/rec/download/x")) as response:
             assert response.status == 200
             assert await response.read() == b"recording"
-    finally:
-        await runner.cleanup()
