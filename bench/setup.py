@@ -85,6 +85,7 @@ class Pinning:
             return cls(len(usable), None, None)
         return cls(len(usable), str(usable[0]), str(usable[1]))
 
+
 #: The smaller recording behind /download (bench/downloads.py; the larger is big.bin).
 RECORDING_BYTES = 100 << 20
 
