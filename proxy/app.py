@@ -22,6 +22,7 @@ from proxy.observe.lifecycle import LIFECYCLE, Lifecycle
 from proxy.observe.metrics import METRICS, Metrics
 from proxy.observe.record import REQUESTS, Requests
 from proxy.redis import client as redis_client
+from proxy.redis.tracking import Tracking
 from proxy.session.cookie import ChunkedCookieStorage
 from proxy.session.revocations import Revocations, SharedRevocations
 from proxy.session.store import CookieSessions, RedisSessions
@@ -140,7 +141,9 @@ async def _shared_state(app: web.Application) -> AsyncIterator[None]:
     lock_ttl = settings.upstream.connect_timeout + settings.upstream.timeout + LOCK_MARGIN
     shared = SharedRevocations(store, keep_for=keep_for)
     await shared.start()
+    tracking = None
     if settings.session.store == "redis":
+        tracking = Tracking(url, prefix=store.key("session", ""))
         sessions = RedisSessions(
             store,
             app[STORAGE],
@@ -148,7 +151,9 @@ async def _shared_state(app: web.Application) -> AsyncIterator[None]:
             max_age=settings.session.max_age,
             lock_ttl=lock_ttl,
             revocations=shared,
+            tracking=tracking,
         )
+        await tracking.start(sessions.forget)
         app[SESSIONS], app[_COORDINATOR] = sessions, sessions
     else:
         app[SESSIONS] = CookieSessions(app[STORAGE], shared)
@@ -163,6 +168,8 @@ async def _shared_state(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(SessionStoreUnavailable):
         await store.ping()
     yield
+    if tracking is not None:
+        await tracking.close()
     await shared.close()
     await client.aclose()
 

@@ -83,8 +83,8 @@ async def start(
 
 
 class _DeclinesAll:
-    """The lane of an app whose requests aiohttp answers, every one (Redis sessions, or
-    not the proxy): the front still judges each connection's first head."""
+    """The lane of an app whose requests aiohttp answers, every one (not the proxy):
+    the front still judges each connection's first head."""
 
     def take(self, head: Head, reply: Reply) -> Job | None:
         return None

@@ -8,8 +8,10 @@ The lane takes the common shape of ``/api`` call and drives the same
 bytes. It takes a request only when nothing but the core is needed to answer it:
 
 * ``GET``, ``HEAD``, ``POST``, ``PUT``, ``PATCH`` or ``DELETE`` on a safe ``/api/`` path;
-* a cookie session (``session.store: cookie``) that opens, or a service caller's
-  ``Authorization`` (the core checks the key, as it does on aiohttp's path);
+* a session known without waiting (:meth:`~proxy.session.store.SessionStore.read_now`:
+  a cookie session that opens, or a Redis session this replica holds while Redis
+  tracks it), or a service caller's ``Authorization`` (the core checks the key, as it
+  does on aiohttp's path);
 * no ``Origin``, and ``Sec-Fetch-Site`` absent, ``same-origin`` or ``none``: nothing to
   screen, no CORS to grant;
 * not a browser navigation (those get HTML errors and sign-in redirects);
@@ -37,7 +39,7 @@ from proxy.http.methods import API_METHODS
 from proxy.http.seams import http_date
 from proxy.observe.record import REQUESTS, Requests
 from proxy.session.cookie import ChunkedCookieStorage
-from proxy.session.store import CookieSessions, SignedIn
+from proxy.session.store import SessionStore, SignedIn
 from proxy.web.errors import log_refusal, login_url
 from proxy.web.keys import SESSIONS, SETTINGS, STORAGE
 
@@ -52,9 +54,9 @@ _VARY = "Vary: Origin\r\n"
 
 
 class ApiLane:
-    """Takes and answers the plain ``/api/*`` requests of an app with cookie sessions."""
+    """Takes and answers the plain ``/api/*`` requests of the proxy's app."""
 
-    def __init__(self, app: web.Application, sessions: CookieSessions) -> None:
+    def __init__(self, app: web.Application, sessions: SessionStore) -> None:
         settings = app[SETTINGS]
         self.sessions = sessions
         self.core: Forwarder = app[FORWARDER]
@@ -87,7 +89,7 @@ class ApiLane:
             # A service caller's: the core finds who it is, as on aiohttp's path.
             return _Taken(self, head, reply, None, target)
         # Quiet: a cookie that fails here is reported where the request goes next.
-        signed_in = self.sessions.read(first.get("cookie", ""), quiet=True)
+        signed_in = self.sessions.read_now(first.get("cookie", ""))
         if signed_in is None:
             return None
         return _Taken(self, head, reply, signed_in, target)
@@ -261,7 +263,6 @@ def _connection_values(head: Head) -> list[str]:
 
 
 def api_lane(app: web.Application) -> ApiLane | None:
-    """The lane for ``app`` (started), or ``None`` when its sessions live in Redis (or
-    it is not the proxy)."""
+    """The lane for ``app`` (started), or ``None`` when it is not the proxy."""
     sessions = app.get(SESSIONS)
-    return ApiLane(app, sessions) if isinstance(sessions, CookieSessions) else None
+    return None if sessions is None else ApiLane(app, sessions)

@@ -33,6 +33,7 @@ from cryptography.fernet import MultiFernet
 from proxy.errors import RefreshRejected, SessionRevoked, SessionStoreUnavailable
 from proxy.redis.client import SharedStore
 from proxy.redis.lock import RedisLock
+from proxy.redis.tracking import Tracking
 from proxy.session.cookie import (
     DECRYPTED_CACHE_SIZE,
     ChunkedCookieStorage,
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 #: Random bytes in a server-side session id.
 SESSION_ID_BYTES = 32
+#: Sessions kept in memory per process while Redis tracks them (see RedisSessions).
+KNOWN_SESSIONS = 100_000
 #: Where the id sits in the (encrypted) cookie's data.
 _ID_FIELD = "sid"
 
@@ -67,6 +70,10 @@ class SessionStore(Protocol):
 
     async def load(self, cookie_header: str) -> SignedIn | None:
         """The session in a request's ``Cookie`` header, or ``None`` when signed out."""
+
+    def read_now(self, cookie_header: str) -> SignedIn | None:
+        """The session, if it is known without waiting for anything (the front's lane
+        takes a request with it); ``None`` means "ask :meth:`load`"."""
 
     async def start(self, request: web.Request, data: SessionData) -> None:
         """A brand-new session for a fresh sign-in (never reusing one: no fixation)."""
@@ -100,6 +107,9 @@ class CookieSessions:
 
     async def load(self, cookie_header: str) -> SignedIn | None:
         return self.read(cookie_header)
+
+    def read_now(self, cookie_header: str) -> SignedIn | None:
+        return self.read(cookie_header, quiet=True)
 
     def read(self, cookie_header: str, *, quiet: bool = False) -> SignedIn | None:
         """:meth:`load`, without waiting for anything (the front's lane decides with it
@@ -167,9 +177,17 @@ class RedisSessions:
         max_age: int,
         lock_ttl: float,
         revocations: Revocations,
+        tracking: Tracking | None = None,
     ) -> None:
         self._store = store
         self._revocations = revocations
+        #: Redis's word on which sessions changed: while it is followed, sessions read
+        #: are kept in :attr:`_known` until Redis says they changed.
+        self._tracking = tracking
+        self._known: Lru[str, SessionData] = Lru(KNOWN_SESSIONS)
+        #: Counts what Redis said changed: a session read while it moved is not kept,
+        #: as its change may have been told before the read's answer came.
+        self._changes = 0
         self._storage = storage
         self._fernet = fernet
         self._max_age = max_age
@@ -185,9 +203,50 @@ class RedisSessions:
         """The set of a user's session ids (each may have expired since)."""
         return self._store.key("user-sessions", user_id)
 
+    @property
+    def key_prefix(self) -> str:
+        """The prefix of every session's key, for :class:`Tracking`."""
+        return self._key("")
+
+    async def following(self) -> None:
+        """Return once Redis's changes to sessions are followed (sessions read from
+        then on are held in memory); at once without tracking."""
+        if self._tracking is not None:
+            await self._tracking.until_live()
+
+    def forget(self, keys: list[str] | None) -> None:
+        """Redis says these keys changed (``None``: maybe any): drop their sessions."""
+        self._changes += 1
+        if keys is None:
+            self._known.clear()
+            return
+        prefix = self.key_prefix
+        for key in keys:
+            if key.startswith(prefix):
+                self._known.pop(key[len(prefix) :])
+
     async def read(self, session_id: str) -> SessionData | None:
+        changes = self._changes
         value = await self._store.get(self._key(session_id))
-        return None if value is None else self._open(value)
+        data = None if value is None else self._open(value)
+        tracking = self._tracking
+        if data is not None and tracking is not None and tracking.live and changes == self._changes:
+            self._known.put(session_id, data)
+        return data
+
+    def read_now(self, cookie_header: str) -> SignedIn | None:
+        if self._tracking is None or not self._tracking.live:
+            return None
+        session_id = self._session_id(cookie_header, quiet=True)
+        data = None if session_id is None else self._known.get(session_id)
+        if data is None or self._revocations.revoked(data.user.id, data.signed_in_at):
+            return None
+        return SignedIn(data, id=session_id)
+
+    def _session_id(self, cookie_header: str, *, quiet: bool = False) -> str | None:
+        stored = self._storage.stored(cookie_header, quiet=quiet)
+        session_id = None if stored is None else stored[1].get(_ID_FIELD)
+        return session_id if isinstance(session_id, str) and session_id else None
 
     def _open(self, value: bytes) -> SessionData | None:
         session = self._opened.get(value)
@@ -201,12 +260,15 @@ class RedisSessions:
 
     async def _write(self, session_id: str, data: SessionData) -> None:
         sealed = seal(self._fernet, data.to_json())
+        self._known.pop(session_id)  # Redis will say so too; this replica knows already
         await self._store.set(self._key(session_id), sealed, ttl=self._max_age)
 
     async def load(self, cookie_header: str) -> SignedIn | None:
-        stored = self._storage.stored(cookie_header)
-        session_id = None if stored is None else stored[1].get(_ID_FIELD)
-        if not isinstance(session_id, str) or not session_id:
+        known = self.read_now(cookie_header)
+        if known is not None:
+            return known
+        session_id = self._session_id(cookie_header)
+        if session_id is None:
             return None
         data = await self.read(session_id)
         if data is None:
@@ -234,6 +296,7 @@ class RedisSessions:
 
     async def end(self, request: web.Request, signed_in: SignedIn | None) -> None:
         if signed_in is not None and signed_in.id is not None:
+            self._known.pop(signed_in.id)
             await self._store.delete(self._key(signed_in.id))
         (await get_session(request)).invalidate()
 
@@ -243,6 +306,8 @@ class RedisSessions:
         await self._revocations.revoke(user_id, at)
         index = self._user_key(user_id)
         session_ids = await self._store.members(index)
+        for session_id in session_ids:
+            self._known.pop(session_id)
         await self._store.delete(*[self._key(session_id) for session_id in session_ids], index)
 
     async def refresh(self, key: str, tokens: Tokens, call: RefreshCall) -> Outcome:
@@ -262,6 +327,7 @@ class RedisSessions:
             try:
                 successor = await call(tokens.refresh_token)
             except RefreshRejected:
+                self._known.pop(key)
                 with contextlib.suppress(SessionStoreUnavailable):
                     await self._store.delete(self._key(key))
                 raise
