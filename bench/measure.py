@@ -8,6 +8,8 @@ from typing import Any
 from . import nginx, procstat, streaming, wrk, zoomproxy
 from .setup import (
     CALLER_TARGET,
+    REDIS_TARGET,
+    VARIANTS,
     Options,
     Say,
     Setup,
@@ -166,7 +168,7 @@ async def streams(setup: Setup, options: Options, say: Say) -> dict[str, Any]:
     """1 GiB down and 512 MiB up through each proxy (and directly), with zoom-proxy's memory."""
     zoom_pid = setup.zoom.child.pid
     # A caller streams exactly as a cookie does: the core is the same once past the key.
-    targets = [target for target in setup.targets if target.name != CALLER_TARGET]
+    targets = [target for target in setup.targets if target.name not in VARIANTS]
     speeds: dict[str, dict[str, list[float]]] = {
         target.name: {"download": [], "upload": []} for target in targets
     }
@@ -341,4 +343,9 @@ def ratios(small: dict[str, Any], streamed: dict[str, Any] | None) -> dict[str, 
         [run["cpu_us_per_request"] for run in small[CALLER_TARGET]["runs"]],
         [run["cpu_us_per_request"] for run in small["zoom-proxy"]["runs"]],
     )
+    if REDIS_TARGET in small:
+        found["cpu_us_per_request/redis_vs_cookie"] = paired(
+            [run["cpu_us_per_request"] for run in small[REDIS_TARGET]["runs"]],
+            [run["cpu_us_per_request"] for run in small["zoom-proxy"]["runs"]],
+        )
     return found

@@ -15,6 +15,7 @@ LABELS = {
     "go": "Go httputil.ReverseProxy",
     "zoom-proxy": "zoom-proxy",
     "zoom-proxy caller": "zoom-proxy, service caller key",
+    "zoom-proxy redis": "zoom-proxy, session.store: redis",
 }
 
 
@@ -132,6 +133,12 @@ def _ratios(result: dict[str, Any]) -> list[str]:
             "",
             "CPU per request, service caller key ÷ cookie session (same process, same "
             f"rounds): {_number(ratios['cpu_us_per_request/caller_vs_cookie'], 2)}",
+        ]
+    if "cpu_us_per_request/redis_vs_cookie" in ratios:
+        lines += [
+            "",
+            "CPU per request, `session.store: redis` ÷ `cookie` (two processes, same "
+            f"rounds): {_number(ratios['cpu_us_per_request/redis_vs_cookie'], 2)}",
         ]
     return lines
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -91,6 +92,10 @@ RECORDING_BYTES = 100 << 20
 
 #: zoom-proxy's small-GET row for a service caller (SPEC 12) rather than a cookie.
 CALLER_TARGET = "zoom-proxy caller"
+#: zoom-proxy with ``session.store: redis`` (a local redis-server), small GETs only.
+REDIS_TARGET = "zoom-proxy redis"
+#: Targets that are zoom-proxy answering small GETs another way than the cookie row.
+VARIANTS = (CALLER_TARGET, REDIS_TARGET)
 
 
 @dataclass(frozen=True)
@@ -175,7 +180,7 @@ async def check(target: Target, expected_body: str) -> None:
             body = await response.text()
             if response.status != 200 or body != expected_body:
                 raise RuntimeError(f"{target.name}: {response.status} {body[:200]!r}")
-        if target.name in ("go", "zoom-proxy", CALLER_TARGET):
+        if target.name in ("go", "zoom-proxy", *VARIANTS):
             async with client.get(target.url) as response:
                 if response.status != 401:
                     raise RuntimeError(f"{target.name} answered {response.status} without a cookie")
@@ -320,6 +325,9 @@ async def start_everything(
             zoom.child.pid,
         ),
     ]
+    redis_target = await _zoom_proxy_on_redis(supervisor, endpoints, temp, servers)
+    if redis_target is not None:
+        targets.append(redis_target)
     for target in targets:
         await check(target, nginx.FAST_BODY)
     return Setup(
@@ -333,3 +341,31 @@ async def start_everything(
         supervisor=supervisor,
         workers_supported=await zoomproxy.supports_workers(),
     )
+
+
+async def _zoom_proxy_on_redis(
+    supervisor: Supervisor, endpoints: zoomproxy.ZoomEndpoints, temp: Path, cores: str | None
+) -> Target | None:
+    """A second zoom-proxy with ``session.store: redis`` on a redis-server of its own,
+    signed in; ``None`` (and no row) where redis-server is missing."""
+    server = shutil.which("redis-server")
+    if server is None:
+        return None
+    port = free_port()
+    redis = await supervisor.start(
+        "redis-server",
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cores=cores,
+    )
+    await wait_for_port(redis, port)
+    proxy = await zoomproxy.start(
+        supervisor,
+        "zoom-proxy-redis",
+        endpoints,
+        temp,
+        cores=cores,
+        session={"store": "redis"},
+        redis={"url": f"redis://127.0.0.1:{port}/0"},
+    )
+    cookie = await zoomproxy.signed_in_cookie(proxy.url)
+    return Target(REDIS_TARGET, f"{proxy.url}/api/fast", {"Cookie": cookie}, proxy.child.pid)
