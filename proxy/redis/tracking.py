@@ -103,6 +103,9 @@ class Tracking:
             await _command(
                 tracker, "CLIENT", "TRACKING", "ON", "REDIRECT", me, "BCAST", "PREFIX", self._prefix
             )
+            # A read under way may have fetched its value before tracking was on, and
+            # missed a change since: "everything may have changed" keeps it from being held.
+            on_change(None)
             self._live.set()
             while True:
                 message = await pubsub.get_message(timeout=CHECK_INTERVAL)
