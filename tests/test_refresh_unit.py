@@ -8,15 +8,8 @@ import pytest
 
 from proxy.errors import RefreshRejected, TokenEndpointUnavailable
 from proxy.tokens.refresh import Refresher
+from tests.helpers.clock import Clock
 from tests.helpers.tokens import FakeZoom, tokens
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_concurrent_refreshes_of_one_token_make_one_call() -> None:

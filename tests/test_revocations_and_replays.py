@@ -10,18 +10,11 @@ import pytest
 from proxy.errors import EventNotDelivered
 from proxy.session.revocations import Revocations
 from proxy.webhooks.replays import Replays
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers.clock import Clock
 
 
 async def test_a_revocation_ends_sessions_begun_at_or_before_it_only() -> None:
-    revocations = Revocations(keep_for=3600, clock=Clock())
+    revocations = Revocations(keep_for=3600, clock=Clock(1_000_000.0))
     await revocations.revoke("u1", 999_990.0)
     assert revocations.revoked("u1", 999_980.0)
     assert revocations.revoked("u1", 999_990.0)
@@ -32,21 +25,21 @@ async def test_a_revocation_ends_sessions_begun_at_or_before_it_only() -> None:
 async def test_a_later_revocation_of_the_same_user_wins_and_an_earlier_one_does_not_undo_it() -> (
     None
 ):
-    revocations = Revocations(keep_for=3600, clock=Clock())
+    revocations = Revocations(keep_for=3600, clock=Clock(1_000_000.0))
     await revocations.revoke("u1", 999_990.0)
     await revocations.revoke("u1", 999_900.0)
     assert revocations.revoked("u1", 999_950.0)
 
 
 async def test_a_revocation_older_than_any_live_session_is_not_kept() -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     revocations = Revocations(keep_for=60, clock=clock)
     await revocations.revoke("u1", clock.now - 61)
     assert not revocations.revoked("u1", 0.0)
 
 
 async def test_an_answered_event_is_not_handled_again_until_it_is_forgotten() -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     replays = Replays(remember_for=600, clock=clock)
     handled: list[str] = []
 
@@ -61,7 +54,7 @@ async def test_an_answered_event_is_not_handled_again_until_it_is_forgotten() ->
 
 
 async def test_a_failed_event_is_handled_afresh_and_copies_meanwhile_share_the_failure() -> None:
-    replays = Replays(remember_for=600, clock=Clock())
+    replays = Replays(remember_for=600, clock=Clock(1_000_000.0))
     started, release = asyncio.Event(), asyncio.Event()
     calls = 0
 
@@ -90,7 +83,7 @@ async def test_a_failed_event_is_handled_afresh_and_copies_meanwhile_share_the_f
 
 
 async def test_a_copy_whose_sender_leaves_does_not_cancel_the_handling() -> None:
-    replays = Replays(remember_for=600, clock=Clock())
+    replays = Replays(remember_for=600, clock=Clock(1_000_000.0))
     started, release, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def handle() -> None:
