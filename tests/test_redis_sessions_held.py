@@ -1,19 +1,18 @@
 """``session.store: redis`` without a Redis round trip per request: a replica holds the
 sessions it has read while Redis tracks their keys, and drops one the moment Redis says
-it changed (issue 18). Logout, deauthorization and refreshes still reach every replica."""
+it changed (issue 18). Refreshes and deletions still reach every replica; logout's is
+``test_redis.py::test_logout_on_one_replica_ends_the_session_on_every_replica``, and
+deauthorization's ``test_deauthorization.py``."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
 from proxy.redis.client import connect
-from proxy.session.store import RedisSessions
-from proxy.web.keys import SESSIONS
-from tests.helpers.proxies import Proxy, ProxyFactory, fetch_with_cookie, get_me, replicas
+from tests.helpers.proxies import Proxy, ProxyFactory, following, get_me, replicas
 
 pytestmark = pytest.mark.both_transports
 
@@ -24,11 +23,15 @@ async def gets(redis: Redis) -> int:
     return int(stats.get("cmdstat_get", {}).get("calls", 0))
 
 
-async def following(*proxies: Proxy) -> None:
-    for proxy in proxies:
-        sessions = proxy.app[SESSIONS]
-        assert isinstance(sessions, RedisSessions)
-        await sessions.following()
+async def signed_in_on_two_replicas(
+    make_proxy: ProxyFactory, redis_section: dict[str, str]
+) -> tuple[Proxy, Proxy, str]:
+    """Two replicas on one Redis, each following its session keys, and a session begun
+    on the first: its cookie."""
+    a, b = await replicas(make_proxy, redis_section, store="redis")
+    await following(a, b)
+    await a.sign_in()
+    return a, b, a.cookie_header()
 
 
 @pytest.fixture
@@ -41,10 +44,7 @@ async def redis(redis_section: dict[str, str]) -> AsyncIterator[Redis]:
 async def test_a_session_read_once_is_served_without_asking_redis_again(
     make_proxy: ProxyFactory, redis_section: dict[str, str], redis: Redis
 ) -> None:
-    a, _ = await replicas(make_proxy, redis_section, store="redis")
-    await following(a)
-    await a.sign_in()
-    cookie = a.cookie_header()
+    a, _, cookie = await signed_in_on_two_replicas(make_proxy, redis_section)
     assert (await get_me(a, cookie)).status == 200
     before = await gets(redis)
     for _ in range(20):
@@ -52,32 +52,11 @@ async def test_a_session_read_once_is_served_without_asking_redis_again(
     assert await gets(redis) == before
 
 
-async def test_a_session_held_by_another_replica_ends_there_when_signed_out(
-    make_proxy: ProxyFactory, redis_section: dict[str, str]
-) -> None:
-    a, b = await replicas(make_proxy, redis_section, store="redis")
-    await following(a, b)
-    await a.sign_in()
-    copied = a.cookie_header()
-    for _ in range(2):  # the second from what B holds
-        assert (await get_me(b, copied)).status == 200
-    async with a.client.post(f"{a.url}/auth/logout") as response:
-        assert response.status == 204
-    asked_zoom = len(a.zoom.emulator.api_requests)
-    response, body = await fetch_with_cookie(f"{b.url}/api/users/me", copied)
-    assert response.status == 401
-    assert json.loads(body)["error"] == "unauthenticated"
-    assert len(a.zoom.emulator.api_requests) == asked_zoom
-
-
 async def test_a_refresh_on_one_replica_reaches_what_the_other_holds(
     make_proxy: ProxyFactory, redis_section: dict[str, str]
 ) -> None:
     """B holds the session; A refreshes it: B's next request carries the new token."""
-    a, b = await replicas(make_proxy, redis_section, store="redis")
-    await following(a, b)
-    await a.sign_in()
-    cookie = a.cookie_header()
+    a, b, cookie = await signed_in_on_two_replicas(make_proxy, redis_section)
     emulator = a.zoom.emulator
     assert (await get_me(b, cookie)).status == 200
     emulator.expire_access_tokens()
@@ -92,10 +71,7 @@ async def test_a_refresh_on_one_replica_reaches_what_the_other_holds(
 async def test_a_flush_of_redis_signs_out_what_a_replica_holds(
     make_proxy: ProxyFactory, redis_section: dict[str, str], redis: Redis
 ) -> None:
-    a, _ = await replicas(make_proxy, redis_section, store="redis")
-    await following(a)
-    await a.sign_in()
-    cookie = a.cookie_header()
+    a, _, cookie = await signed_in_on_two_replicas(make_proxy, redis_section)
     assert (await get_me(a, cookie)).status == 200
     for key in await redis.keys(f"{redis_section['key_prefix']}session:*"):
         await redis.delete(key)  # as an operator's cleanup would

@@ -21,6 +21,8 @@ from proxy import serve
 from proxy.app import create_app
 from proxy.config import Settings, settings_from_mapping
 from proxy.emulator import ZoomEmulator
+from proxy.session.store import RedisSessions
+from proxy.web.keys import SESSIONS
 
 #: The session key of every proxy :func:`proxy_config` configures.
 SESSION_KEY = Fernet.generate_key().decode()
@@ -188,3 +190,12 @@ async def replicas(
     a = await make_proxy(session=session, redis=redis, **sections)
     b = await make_proxy(session=session, redis=redis, **sections)
     return a, b
+
+
+async def following(*proxies: Proxy) -> None:
+    """Until each ``store: redis`` proxy follows Redis's changes to its sessions, so that
+    what it reads from then on it holds."""
+    for proxy in proxies:
+        sessions = proxy.app[SESSIONS]
+        assert isinstance(sessions, RedisSessions)
+        await sessions.following()
