@@ -143,65 +143,80 @@ def _ratios(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _measures(title: str, rows: list[tuple[str, str]]) -> list[str]:
+    """A titled two-column table of measures and their values."""
+    return [title, "", "| measure | value |", "|---|---:|"] + [
+        f"| {measure} | {value} |" for measure, value in rows
+    ]
+
+
 def _downloads(result: dict[str, Any]) -> list[str]:
     downloaded = result["downloads"]
     peak, tail = downloaded["peak_rss_mib"], downloaded["last_mib_range_seconds"]
-    return [
+    return _measures(
         "**Recording downloads** (`/download`, one redirect hop on the upstream, against"
         " nginx `proxy_pass` moving the same bytes; median of the rounds)",
-        "",
-        "| measure | value |",
-        "|---|---:|",
-        f"| zoom-proxy /download MB/s | {_number(downloaded['zoom_proxy_mb_per_second'])} |",
-        f"| nginx MB/s | {_number(downloaded['nginx_mb_per_second'])} |",
-        f"| zoom-proxy ÷ nginx (paired by round) | {_number(downloaded['ratio_to_nginx'], 2)} |",
-        f"| zoom-proxy peak RSS, 100 MiB recording | {_number(peak['100 MiB'], 1)} MiB |",
-        f"| zoom-proxy peak RSS, 1 GiB recording | {_number(peak['1 GiB'], 1)} MiB |",
-        f"| Range of the last MiB, 100 MiB recording | {_number(tail['100 MiB'] * 1000, 1)} ms |",
-        f"| Range of the last MiB, 1 GiB recording | {_number(tail['1 GiB'] * 1000, 1)} ms |",
-        "| Range time, 1 GiB ÷ 100 MiB "
-        f"| {_number(downloaded['range_time_ratio_1gib_to_100mib'], 2)} |",
-    ]
+        [
+            ("zoom-proxy /download MB/s", _number(downloaded["zoom_proxy_mb_per_second"])),
+            ("nginx MB/s", _number(downloaded["nginx_mb_per_second"])),
+            ("zoom-proxy ÷ nginx (paired by round)", _number(downloaded["ratio_to_nginx"], 2)),
+            ("zoom-proxy peak RSS, 100 MiB recording", f"{_number(peak['100 MiB'], 1)} MiB"),
+            ("zoom-proxy peak RSS, 1 GiB recording", f"{_number(peak['1 GiB'], 1)} MiB"),
+            (
+                "Range of the last MiB, 100 MiB recording",
+                f"{_number(tail['100 MiB'] * 1000, 1)} ms",
+            ),
+            ("Range of the last MiB, 1 GiB recording", f"{_number(tail['1 GiB'] * 1000, 1)} ms"),
+            (
+                "Range time, 1 GiB ÷ 100 MiB",
+                _number(downloaded["range_time_ratio_1gib_to_100mib"], 2),
+            ),
+        ],
+    )
 
 
 def _webhooks(result: dict[str, Any]) -> list[str]:
     hooks = result["webhooks"]
-    return [
+    return _measures(
         f"**Webhook events** (wrk, {hooks['connections']} connections, distinct signed "
         f"{hooks['event_bytes'] // 1024} KiB events, each verified and forwarded to a local"
         " backend)",
-        "",
-        "| measure | value |",
-        "|---|---:|",
-        f"| events forwarded per second | {_number(hooks['events_per_second'])} |",
-        f"| zoom-proxy CPU per event | {_number(hooks['cpu_us_per_event'], 1)} µs |",
-        f"| p50, p99 | {_number(hooks['p50_ms'], 2)} ms, {_number(hooks['p99_ms'], 2)} ms |",
-        f"| errors (socket + non-2xx) | {hooks['errors']} |",
-        "| verification alone (signature and parse, in process) "
-        f"| {_number(hooks['verification_cpu_us_per_event'], 1)} µs CPU per event |",
-    ]
+        [
+            ("events forwarded per second", _number(hooks["events_per_second"])),
+            ("zoom-proxy CPU per event", f"{_number(hooks['cpu_us_per_event'], 1)} µs"),
+            ("p50, p99", f"{_number(hooks['p50_ms'], 2)} ms, {_number(hooks['p99_ms'], 2)} ms"),
+            ("errors (socket + non-2xx)", str(hooks["errors"])),
+            (
+                "verification alone (signature and parse, in process)",
+                f"{_number(hooks['verification_cpu_us_per_event'], 1)} µs CPU per event",
+            ),
+        ],
+    )
 
 
 def _load(result: dict[str, Any]) -> list[str]:
     load = result["concurrency"]
-    window = load["rss_window_seconds"]
-    return [
+    window, connections = load["rss_window_seconds"], f"{load['connections']:,} connections"
+    return _measures(
         "**zoom-proxy under load**",
-        "",
-        "| measure | value |",
-        "|---|---:|",
-        f"| {load['connections']:,} connections, {load['seconds']:g} s: req/s "
-        f"| {_number(load['requests_per_second'])} |",
-        f"| {load['connections']:,} connections: p99, max "
-        f"| {_number(load['p99_ms'], 1)} ms, {_number(load['max_ms'], 1)} ms |",
-        f"| {load['connections']:,} connections: errors (socket + non-2xx) | {load['errors']} |",
-        f"| {load['connections']:,} connections: other load on the machine "
-        f"| {load['foreign_cpu_share']:.0%} |",
-        f"| {load['connections']:,} connections: listen-queue overflows (kernel, all sockets) "
-        f"| {load['listen_queue_overflows']} |",
-        f"| RSS, mean of first {window:g} s → last {window:g} s "
-        f"| {_number(load['rss_first_mib'], 1)} → {_number(load['rss_last_mib'], 1)} MiB |",
-    ]
+        [
+            (f"{connections}, {load['seconds']:g} s: req/s", _number(load["requests_per_second"])),
+            (
+                f"{connections}: p99, max",
+                f"{_number(load['p99_ms'], 1)} ms, {_number(load['max_ms'], 1)} ms",
+            ),
+            (f"{connections}: errors (socket + non-2xx)", str(load["errors"])),
+            (f"{connections}: other load on the machine", f"{load['foreign_cpu_share']:.0%}"),
+            (
+                f"{connections}: listen-queue overflows (kernel, all sockets)",
+                str(load["listen_queue_overflows"]),
+            ),
+            (
+                f"RSS, mean of first {window:g} s → last {window:g} s",
+                f"{_number(load['rss_first_mib'], 1)} → {_number(load['rss_last_mib'], 1)} MiB",
+            ),
+        ],
+    )
 
 
 def _workers(result: dict[str, Any]) -> list[str]:
