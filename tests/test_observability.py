@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 import yaml
 from aiohttp.test_utils import unused_port
 
+from proxy.observe.logs import accepted_request_id
 from tests.helpers.metrics import scrape, value
 from tests.helpers.processes import TIMEOUT, running
 from tests.helpers.proxies import (
@@ -183,3 +185,26 @@ async def until_listening(client: aiohttp.ClientSession, url: str) -> None:
                         return
             except aiohttp.ClientConnectionError:
                 await asyncio.sleep(0.05)
+
+
+def test_new_request_ids_stay_distinct_across_draws_of_randomness() -> None:
+    # 4 KiB of randomness makes 256 ids: 1,000 cross several draws.
+    ids = [accepted_request_id(None) for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in ids)
+
+
+def test_a_forked_worker_never_hands_out_its_parents_request_ids() -> None:
+    accepted_request_id(None)  # the parent has drawn ids it has not handed out yet
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: its ids go back to the parent, and it leaves at once
+        os.write(writing, "".join(accepted_request_id(None) for _ in range(8)).encode())
+        os._exit(0)
+    os.close(writing)
+    with os.fdopen(reading) as pipe:
+        childs = pipe.read()
+    os.waitpid(child, 0)
+    parents = "".join(accepted_request_id(None) for _ in range(8))
+    assert len(childs) == len(parents) == 8 * 32
+    assert childs != parents

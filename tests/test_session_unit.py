@@ -215,6 +215,22 @@ async def test_a_session_ends_max_age_after_sign_in_however_often_it_was_refresh
     ) == SignedIn(session_data(600))
 
 
+async def test_a_header_read_before_still_ends_max_age_after_sign_in() -> None:
+    # The same Cookie header, read again, is answered from memory: that memory must end
+    # with the sign-in's lifetime, not the (later) refresh that sealed the cookie.
+    now = [1_800_000_000.0]
+    store = storage(clock=lambda: now[0])
+    sessions = CookieSessions(store, Revocations(keep_for=60))
+    stored = {"created": int(now[0]) - 3000, "session": session_data(600).to_json()}
+    value = make_fernet((KEY,)).encrypt_at_time(json.dumps(stored).encode(), int(now[0]))
+    header = cookie_header({"zoom_proxy": value.decode().rstrip("=")})
+    assert sessions.read_now(header) == SignedIn(session_data(600))
+    now[0] += 599
+    assert sessions.read_now(header) == SignedIn(session_data(600))
+    now[0] += 2
+    assert sessions.read_now(header) is None
+
+
 def cookie_header(cookies: dict[str, str]) -> str:
     """A ``Cookie`` header carrying ``cookies``."""
     return "; ".join(f"{name}={value}" for name, value in cookies.items())

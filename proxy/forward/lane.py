@@ -139,7 +139,7 @@ class _Taken:
         """Forward ``body``, or refuse with the error in its place; the request is
         recorded, counted and logged as aiohttp's middleware and access log would."""
         lane, head, reply = self.lane, self.head, self.reply
-        loop = asyncio.get_running_loop()
+        loop = reply.loop
         started = loop.time()
         first = head.first
         record = lane.requests.begin(head.method, head.target, first.get("x-request-id"))

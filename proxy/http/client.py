@@ -238,7 +238,9 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
-        self._loop = asyncio.get_running_loop()
+        #: Held, not asked for: each asyncio.get_running_loop() is a getpid() system
+        #: call on Python 3.11, and the pool needs the time twice per request.
+        self.loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         #: From sending a request to releasing its response.
@@ -269,7 +271,7 @@ class _Connection(asyncio.Protocol):
             return
         exchange.answered = True
         if self.deadline:
-            self.deadline = self._loop.time() + self._pool.read_timeout
+            self.deadline = self.loop.time() + self._pool.read_timeout
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade, _BeyondTheAnswer) as exc:
@@ -387,7 +389,7 @@ class _Connection(asyncio.Protocol):
         if transport is None:
             raise UpstreamUnreachable("Zoom closed the connection.")
         self.used = True
-        answer: asyncio.Future[Response] = self._loop.create_future()
+        answer: asyncio.Future[Response] = self.loop.create_future()
         exchange = self._exchange = _Exchange(answer, head_request)
         if body is None or isinstance(body, bytes):
             if body and len(body) > _ONE_WRITE:
@@ -398,7 +400,7 @@ class _Connection(asyncio.Protocol):
             exchange.sent = True
             self._expect()
         else:
-            sender = self._loop.create_task(self._send_stream(exchange, head, body, length))
+            sender = self.loop.create_task(self._send_stream(exchange, head, body, length))
             exchange.sender = sender
             sender.add_done_callback(self._sent)
         try:
@@ -461,7 +463,7 @@ class _Connection(asyncio.Protocol):
 
     def _expect(self) -> None:
         """Zoom has ``read_timeout`` from now to send (or take) the next bytes."""
-        self.deadline = self._loop.time() + self._pool.read_timeout
+        self.deadline = self.loop.time() + self._pool.read_timeout
         self._pool.watch()
 
     def expire(self) -> None:
@@ -519,7 +521,7 @@ class _Connection(asyncio.Protocol):
                 raise exchange.body_error
             if exchange.body_done:
                 return b""
-            exchange.body_waiter = self._loop.create_future()
+            exchange.body_waiter = self.loop.create_future()
             self._expect()
             try:
                 await exchange.body_waiter
@@ -678,7 +680,7 @@ class Pool:
         """The most recently used idle connection still open and fresh, if any."""
         if not self._idle or len(self._busy) >= self._limit:
             return None
-        now = asyncio.get_running_loop().time()
+        now = self._idle[-1].loop.time()
         while self._idle:
             connection = self._idle.pop()
             if connection.alive and now - connection.idle_since < self._idle_timeout:
@@ -744,7 +746,7 @@ class Pool:
                 waiter.set_result(connection)
                 return
         self._busy.discard(connection)
-        now = asyncio.get_running_loop().time()
+        now = connection.loop.time()
         # Taking reuses the newest; the oldest would otherwise stay open for good.
         while self._idle and now - self._idle[0].idle_since >= self._idle_timeout:
             self._idle.popleft().close()

@@ -148,12 +148,14 @@ class Lane(Protocol):
 
 
 class Reply:
-    """Where a lane writes its answer: the client's transport, with back-pressure."""
+    """Where a lane writes its answer: the client's transport, with back-pressure, and
+    the loop it runs on."""
 
-    __slots__ = ("flow", "peer", "transport")
+    __slots__ = ("flow", "loop", "peer", "transport")
 
-    def __init__(self, transport: asyncio.Transport) -> None:
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self.transport = transport
+        self.loop = loop
         peer = transport.get_extra_info("peername")
         self.peer: str | None = peer[0] if isinstance(peer, tuple) else None
         #: Whether the client keeps up with what was written to it.
@@ -183,6 +185,9 @@ class FrontProtocol(asyncio.Protocol):
         refusal: Refusal,
         budget: HeadBudget,
     ) -> None:
+        # Held, not asked for: on Python 3.11, each asyncio.get_running_loop() is a
+        # getpid() system call (a fork check), and the hot path asked five times a request.
+        self._loop = asyncio.get_running_loop()
         self._lane = lane
         self._fallback = fallback
         self._limits = limits
@@ -213,7 +218,7 @@ class FrontProtocol(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
-        self._reply = Reply(transport)
+        self._reply = Reply(transport, self._loop)
         self._connections.add(self)
         self._went_idle()
 
@@ -221,7 +226,7 @@ class FrontProtocol(asyncio.Protocol):
         request = self._request
         stream = None if request is None else request.stream
         if stream is not None and stream.unread:
-            request.body_moved = self._loop_time()  # type: ignore[union-attr]
+            request.body_moved = self._loop.time()  # type: ignore[union-attr]
             data = stream.feed(data)
             if stream.queued > _BODY_AHEAD:
                 self._pause_reading()
@@ -230,7 +235,7 @@ class FrontProtocol(asyncio.Protocol):
         self._buffer += data
         if request is None or request.task is None:
             if request is not None:
-                request.body_moved = self._loop_time()
+                request.body_moved = self._loop.time()
             self._next()
         elif len(self._buffer) > _READ_AHEAD:
             self._pause_reading()
@@ -312,7 +317,7 @@ class FrontProtocol(asyncio.Protocol):
             rest = stream.feed(bytes(buffer[request.size :]))
             buffer[:] = rest
             request.size = 0
-            request.body_moved = self._loop_time()
+            request.body_moved = self._loop.time()
             self._stall_check()
             self._start(request, request.job.answer(stream))
             return
@@ -324,11 +329,11 @@ class FrontProtocol(asyncio.Protocol):
             request.body_whole = True
             self._start(request, request.job.answer(body))
         elif self._stall_timer is None:
-            request.body_moved = self._loop_time()
+            request.body_moved = self._loop.time()
             self._stall_check()
 
     def _start(self, request: _Request, answering: Coroutine[Any, Any, None]) -> None:
-        request.task = asyncio.get_running_loop().create_task(self._answer(request, answering))
+        request.task = self._loop.create_task(self._answer(request, answering))
 
     async def _answer(self, request: _Request, answering: Coroutine[Any, Any, None]) -> None:
         """Answer ``request``; then go on with the next one, or close."""
@@ -424,12 +429,12 @@ class FrontProtocol(asyncio.Protocol):
         request = self._request
         if request is None or not request.reading:
             return
-        now = self._loop_time()
+        now = self._loop.time()
         if self._paused:
             request.body_moved = now
         due = request.body_moved + self._limits.body_stall
         if now < due:
-            self._stall_timer = asyncio.get_running_loop().call_at(due, self._stall_check)
+            self._stall_timer = self._loop.call_at(due, self._stall_check)
         elif request.stream is not None:
             request.stream.fail(ClientTooSlow())
         else:  # a body to be read whole
@@ -440,10 +445,6 @@ class FrontProtocol(asyncio.Protocol):
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
-
-    @staticmethod
-    def _loop_time() -> float:
-        return asyncio.get_running_loop().time()
 
     def _body_taken(self) -> None:
         if len(self._buffer) <= _READ_AHEAD:
@@ -489,7 +490,7 @@ class FrontProtocol(asyncio.Protocol):
     # idle connections
 
     def _went_idle(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self._idle_since = loop.time()
         if self._idle_timer is None:
             self._idle_timer = loop.call_at(self._idle_since + KEEPALIVE_TIMEOUT, self._idle_check)
@@ -498,7 +499,7 @@ class FrontProtocol(asyncio.Protocol):
         """One timer per connection and keep-alive period rather than per request: it
         closes the connection only if no request came since."""
         self._idle_timer = None
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         due = self._idle_since + KEEPALIVE_TIMEOUT
         if self._request is not None:
             # Answering, or reading a body (which the stall timer watches): idle at the

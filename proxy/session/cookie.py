@@ -34,6 +34,10 @@ MAX_CHUNKS = 8
 #: Decrypted sessions kept per process, keyed by cookie value, so a busy client pays
 #: for Fernet and JSON once rather than on every request.
 DECRYPTED_CACHE_SIZE = 4096
+#: ``Cookie`` headers whose session is known (see :meth:`ChunkedCookieStorage.stored`).
+#: Fewer than the sessions: a header may carry a site's other cookies too (up to
+#: aiohttp's 8 KiB field limit), so these bound the memory at 8 MiB.
+KNOWN_HEADERS = 1024
 
 
 class ChunkedCookieStorage(AbstractStorage):
@@ -66,6 +70,9 @@ class ChunkedCookieStorage(AbstractStorage):
         self._chunk_size = COOKIE_BYTES_LIMIT - _ATTRIBUTES_ALLOWANCE - len(cookie_name)
         self._chunk_names = [cookie_name] + [f"{cookie_name}_{i}" for i in range(1, MAX_CHUNKS)]
         self._decrypted: Lru[str, tuple[int, dict[str, Any]]] = Lru(DECRYPTED_CACHE_SIZE)
+        #: What :meth:`stored` found in a ``Cookie`` header, and until when it holds.
+        self._known_headers: Lru[str, tuple[float, tuple[str, Mapping[str, Any]]]]
+        self._known_headers = Lru(KNOWN_HEADERS)
         self._lifetime = max_age
         self._clock = clock
         self._trust_forwarded_proto = trust_forwarded_proto
@@ -122,12 +129,28 @@ class ChunkedCookieStorage(AbstractStorage):
         the session. ``quiet``: a cookie that fails to decrypt is not reported (the
         caller leaves the request to a path that will report it).
         """
+        # A client sends the same header request after request: finding the session in
+        # it again (parsing it, joining the chunks, hashing a 2 KB value twice) was
+        # about 4% of a forwarded call's CPU. Only a header that held a session is
+        # remembered, and only while that session's cookie is within its lifetime.
+        known = self._known_headers.get(cookie_header)
+        if known is not None:
+            good_until, found = known
+            if self._clock() <= good_until:
+                return found
+            self._known_headers.pop(cookie_header)
         value = self._joined(cookie_header)
-        data = None if value is None else self._decrypt(value, quiet=quiet)
-        if value is None or data is None or not self._within_lifetime(data):
+        opened = None if value is None else self._open(value, quiet=quiet)
+        if value is None or opened is None or not self._within_lifetime(opened[1]):
             return None
+        issued_at, data = opened
         contents = data.get("session")
-        return (value, contents) if isinstance(contents, dict) and contents else None
+        if not isinstance(contents, dict) or not contents:
+            return None
+        found = (value, contents)
+        good_until = min(issued_at, data["created"]) + self._lifetime
+        self._known_headers.put(cookie_header, (good_until, found))
+        return found
 
     def _within_lifetime(self, data: Mapping[str, Any]) -> bool:
         """``max_age`` counts from sign-in (aiohttp-session's ``created``, which a
@@ -135,13 +158,17 @@ class ChunkedCookieStorage(AbstractStorage):
         created = data.get("created")
         return isinstance(created, int) and self._clock() - created <= self._lifetime
 
-    def _decrypt(self, value: str, *, quiet: bool = False) -> dict[str, Any] | None:
+    def _decrypt(self, value: str) -> dict[str, Any] | None:
         """The stored data of a cookie value, or ``None``; cached, expiry still enforced."""
+        opened = self._open(value)
+        return None if opened is None else opened[1]
+
+    def _open(self, value: str, *, quiet: bool = False) -> tuple[int, dict[str, Any]] | None:
+        """When a cookie value was sealed, and its stored data; or ``None``."""
         cached = self._decrypted.get(value)
         if cached is not None:
-            issued_at, data = cached
-            if self._clock() - issued_at <= self._lifetime:
-                return data
+            if self._clock() - cached[0] <= self._lifetime:
+                return cached
             self._decrypted.pop(value)
         try:
             token = value.encode("ascii")
@@ -156,8 +183,9 @@ class ChunkedCookieStorage(AbstractStorage):
             log.warning("session cookie could not be decrypted; treating the client as signed out")
             self.on_decode_failure()
             return None
-        self._decrypted.put(value, (issued_at, data))
-        return data
+        opened = (issued_at, data)
+        self._decrypted.put(value, opened)
+        return opened
 
     async def save_session(
         self, request: web.Request, response: web.StreamResponse, session: Session
