@@ -109,7 +109,7 @@ def headers_for_zoom(
     verdicts = _REQUEST_VERDICTS
     limit = _DROP if trust_forwarded else _FORWARDING
     result = [(name, value) for name, value in headers if verdicts[name] < limit]
-    if named := _named_in(connection):
+    if connection and (named := _named_in(connection)):
         result = [(name, value) for name, value in result if name.lower() not in named]
     result.append(("Authorization", f"Bearer {access_token}"))
     return result
