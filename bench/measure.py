@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from . import nginx, procstat, streaming, wrk, zoomproxy
@@ -42,6 +43,7 @@ async def small_gets(
     foreign.start()
     cpu_before = procstat.cpu_seconds(target.pid)
     upstream_before = procstat.cpu_seconds(upstream_pid)
+    machine_before = procstat.system_busy_seconds()
     result = await wrk.run(
         target.url,
         seconds=seconds,
@@ -52,6 +54,7 @@ async def small_gets(
     )
     cpu = procstat.cpu_seconds(target.pid) - cpu_before
     upstream_cpu = procstat.cpu_seconds(upstream_pid) - upstream_before
+    machine_cpu = procstat.system_busy_seconds() - machine_before
     requests = max(result.requests, 1)
     return {
         "requests": result.requests,
@@ -60,6 +63,8 @@ async def small_gets(
         "p99_ms": result.p99_ms,
         "cpu_us_per_request": cpu / requests * 1e6,
         "upstream_cpu_us_per_request": upstream_cpu / requests * 1e6,
+        #: Every core's busy time: the proxy, the upstream, wrk and the rest.
+        "machine_cpu_us_per_request": machine_cpu / requests * 1e6,
         "foreign_cpu_share": foreign.share(),
         "errors": result.errors,
     }
@@ -310,9 +315,16 @@ async def scaling(setup: Setup, options: Options, say: Say) -> dict[str, Any]:
             for child in list(supervisor.children):
                 if child.pid == target.pid:
                     await supervisor.stop(child)
-    summary = {name: summarize(target_runs) for name, target_runs in runs.items()}
+    summary: dict[str, Any] = {name: summarize(target_runs) for name, target_runs in runs.items()}
     one, two = summary["workers=1"], summary["workers=2"]
     summary["ratio_requests_per_second"] = two["requests_per_second"] / one["requests_per_second"]
+    # wrk and the upstream share the cores with the workers: at the whole machine's CPU
+    # time per request, every core busy gives at most this many requests a second.
+    machine = median([run["machine_cpu_us_per_request"] for run in runs["workers=2"]])
+    cores = os.cpu_count() or 1
+    summary["machine_cpu_us_per_request"] = machine
+    summary["cores"] = cores
+    summary["ceiling_ratio"] = cores * 1e6 / machine / one["requests_per_second"]
     return summary
 
 

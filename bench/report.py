@@ -223,12 +223,21 @@ def _workers(result: dict[str, Any]) -> list[str]:
     workers = result["workers"]
     if "skipped" in workers:
         return [f"`--workers 2` ÷ `--workers 1` req/s: skipped: {workers['skipped']}"]
-    return [
+    lines = [
         f"`--workers 2` ÷ `--workers 1` req/s (unpinned, wrk -t2): "
         f"{_number(workers['ratio_requests_per_second'], 2)} "
         f"({_number(workers['workers=2']['requests_per_second'])} vs "
         f"{_number(workers['workers=1']['requests_per_second'])})"
     ]
+    if "ceiling_ratio" in workers:  # results from before 2026-12-04 lack it
+        lines.append(
+            f"Ceiling on this machine, wrk and the upstream on the same "
+            f"{workers['cores']} cores: {_number(workers['ceiling_ratio'], 2)} "
+            f"(the whole machine spent {_number(workers['machine_cpu_us_per_request'], 1)} µs "
+            f"of CPU per request with 2 workers; {workers['cores']} cores busy give at most "
+            f"{_number(workers['cores'] * 1e6 / workers['machine_cpu_us_per_request'])} req/s)"
+        )
+    return lines
 
 
 #: The report's sections in order, each with the part of the result it shows.
