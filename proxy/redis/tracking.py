@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, RedisError
 
 from proxy.redis.client import COMMAND_TIMEOUT, CONNECT_TIMEOUT
 
@@ -68,9 +68,23 @@ class Tracking:
                 await self._task
 
     async def _follow(self, on_change: OnChange) -> None:
+        refused = False
         while True:
             try:
                 await self._follow_once(on_change)
+            except NoPermissionError:
+                # Correct without it, but every request then reads its session from
+                # Redis: the operator should hear of it, once, not at each retry.
+                if not refused:
+                    log.warning(
+                        "Redis refuses this user the commands that follow key changes"
+                        " (%s), so every request reads its session from Redis; allow them"
+                        " (ACL: +client|setname +client|list +client|tracking"
+                        " +client|trackinginfo +subscribe &%s)",
+                        "CLIENT TRACKING, SUBSCRIBE",
+                        INVALIDATIONS,
+                    )
+                refused = True
             except (RedisError, OSError, TimeoutError, ValueError) as exc:
                 log.debug("stopped following Redis's key changes: %s", type(exc).__name__)
             finally:
