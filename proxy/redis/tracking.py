@@ -78,10 +78,9 @@ class Tracking:
                 if not refused:
                     log.warning(
                         "Redis refuses this user the commands that follow key changes"
-                        " (%s), so every request reads its session from Redis; allow them"
-                        " (ACL: +client|setname +client|list +client|tracking"
-                        " +client|trackinginfo +subscribe &%s)",
-                        "CLIENT TRACKING, SUBSCRIBE",
+                        " (CLIENT TRACKING, SUBSCRIBE), so every request reads its session"
+                        " from Redis; allow them (ACL: +client|setname +client|list"
+                        " +client|tracking +client|trackinginfo +subscribe &%s)",
                         INVALIDATIONS,
                     )
                 refused = True

@@ -71,7 +71,7 @@ class ChunkedCookieStorage(AbstractStorage):
         self._chunk_names = [cookie_name] + [f"{cookie_name}_{i}" for i in range(1, MAX_CHUNKS)]
         self._decrypted: Lru[str, tuple[int, dict[str, Any]]] = Lru(DECRYPTED_CACHE_SIZE)
         #: What :meth:`stored` found in a ``Cookie`` header, and until when it holds.
-        self._known_headers: Lru[str, tuple[float, tuple[str, Mapping[str, Any]]]]
+        self._known_headers: Lru[str, tuple[int, tuple[str, Mapping[str, Any]]]]
         self._known_headers = Lru(KNOWN_HEADERS)
         self._lifetime = max_age
         self._clock = clock
@@ -135,28 +135,33 @@ class ChunkedCookieStorage(AbstractStorage):
         # remembered, and only while that session's cookie is within its lifetime.
         known = self._known_headers.get(cookie_header)
         if known is not None:
-            good_until, found = known
-            if self._clock() <= good_until:
-                return found
+            if self._clock() <= known[0]:
+                return known[1]
             self._known_headers.pop(cookie_header)
         value = self._joined(cookie_header)
         opened = None if value is None else self._open(value, quiet=quiet)
-        if value is None or opened is None or not self._within_lifetime(opened[1]):
+        if value is None or opened is None:
             return None
-        issued_at, data = opened
-        contents = data.get("session")
-        if not isinstance(contents, dict) or not contents:
+        good_until = self._good_until(*opened)
+        contents = opened[1].get("session")
+        if (
+            good_until is None
+            or self._clock() > good_until
+            or not isinstance(contents, dict)
+            or not contents
+        ):
             return None
         found = (value, contents)
-        good_until = min(issued_at, data["created"]) + self._lifetime
         self._known_headers.put(cookie_header, (good_until, found))
         return found
 
-    def _within_lifetime(self, data: Mapping[str, Any]) -> bool:
-        """``max_age`` counts from sign-in (aiohttp-session's ``created``, which a
-        refresh keeps), not from the last refresh: as aiohttp-session's Session rules."""
+    def _good_until(self, issued_at: int, data: Mapping[str, Any]) -> int | None:
+        """Until when a cookie's session holds: ``max_age`` from sign-in
+        (aiohttp-session's ``created``, which a refresh keeps, as aiohttp-session's
+        Session rules), and from the sealing of this very cookie; ``None`` without a
+        sign-in time."""
         created = data.get("created")
-        return isinstance(created, int) and self._clock() - created <= self._lifetime
+        return min(issued_at, created) + self._lifetime if isinstance(created, int) else None
 
     def _decrypt(self, value: str) -> dict[str, Any] | None:
         """The stored data of a cookie value, or ``None``; cached, expiry still enforced."""
